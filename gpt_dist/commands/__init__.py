@@ -1,0 +1,1 @@
+"""One module per `gpt-dist` subcommand; see gpt_dist.cli."""

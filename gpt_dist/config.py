@@ -1,0 +1,382 @@
+"""Every knob of a gpt_dist run, as typed dataclasses loaded from YAML.
+
+Several YAML files compose (later ones override earlier ones) and `--set a.b=c` overrides
+come last. OmegaConf does the merging and type checking against these dataclasses; this
+module turns its errors into messages that name the file, the key and the fix, and checks
+the values that depend on each other once, at load.
+
+    cfg = load_config(["configs/base.yaml", "configs/sample.yaml"], overrides=["train.lr=3e-4"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf import errors as oc_errors
+
+from gpt_dist.errors import UserError
+from gpt_dist.model.presets import PRESETS
+
+STAGES = ("pretrain", "cpt", "sft", "dpo")
+ATTN_IMPLS = ("auto", "flash_attn", "sdpa", "math")
+PRECISIONS = ("bf16", "fp16", "fp32")
+SCHEDULES = ("cosine", "linear", "wsd", "constant")
+TOKENIZER_KINDS = ("gpt2", "sentencepiece", "bpe")
+WANDB_MODES = ("online", "offline", "disabled")
+RESUME_MODES = ("auto", "never")
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration problem, phrased for the person who wrote the YAML."""
+
+
+@dataclass
+class ModelConfig:
+    """GPT-2 shape. `preset` fills every shape field left unset (null)."""
+
+    preset: Optional[str] = None
+    n_layer: Optional[int] = None
+    n_head: Optional[int] = None
+    n_embd: Optional[int] = None
+    block_size: Optional[int] = None
+    vocab_size: Optional[int] = None
+    # Embedding rows are padded up to a multiple of this for faster matmuls; the padded
+    # logits are sliced off, so results do not change. 1 = no padding.
+    vocab_pad_multiple: int = 128
+    attn_impl: str = "auto"
+    activation_checkpointing: bool = False
+    dropout: float = 0.0
+    bias: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.vocab_pad_multiple
+        return ((self.vocab_size + m - 1) // m) * m
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "gpt2"
+    # gpt2: a tiktoken vocabulary file (else $GPT_DIST_GPT2_VOCAB, else tiktoken's download);
+    # sentencepiece / bpe: the directory written by `gpt-dist train-tokenizer`.
+    path: Optional[str] = None
+
+
+@dataclass
+class DataSource:
+    path: str = "???"
+    weight: float = 1.0
+
+
+@dataclass
+class DataConfig:
+    train: list[DataSource] = field(default_factory=list)
+    val: Optional[str] = None
+    num_workers: int = 1
+    # A corrupt shard stops training by default; true skips it and counts it instead.
+    skip_corrupt_shards: bool = False
+
+
+@dataclass
+class TrainConfig:
+    global_batch_tokens: int = 524288
+    micro_batch_size: int = 8
+    # Tokens per training sequence; null = model.block_size.
+    seq_len: Optional[int] = None
+    max_tokens: float = 1.0e10
+    # When set, wins over max_tokens.
+    max_steps: Optional[int] = None
+    lr: float = 6.0e-4
+    min_lr: float = 6.0e-5
+    warmup_fraction: float = 0.02
+    schedule: str = "cosine"
+    # warmup-stable-decay: fraction of the run spent decaying at the end.
+    decay_fraction: float = 0.2
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1.0e-8
+    grad_clip: float = 1.0
+    precision: str = "bf16"
+    seed: int = 1234
+    # Steps in a row whose loss is NaN/inf before the run stops (each one is skipped).
+    max_nonfinite_steps: int = 5
+
+
+@dataclass
+class EngineConfig:
+    zero_stage: int = 3
+    # null = ds_configs/zero{zero_stage}.json shipped with gpt_dist.
+    ds_config: Optional[str] = None
+    compile: bool = False
+
+
+@dataclass
+class CheckpointConfig:
+    # null = {run_dir}/ckpt
+    dir: Optional[str] = None
+    every_steps: int = 1000
+    keep_last: int = 3
+    resume: str = "auto"
+    init_from: Optional[str] = None
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "disabled"
+    project: str = "gpt_dist"
+    name: Optional[str] = None
+
+
+@dataclass
+class LogConfig:
+    every_steps: int = 10
+    progress_bar: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class EvalConfig:
+    every_steps: int = 500
+    batches: int = 20
+
+
+@dataclass
+class Config:
+    stage: str = "pretrain"
+    run_dir: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def seq_len(self) -> int:
+        return self.train.seq_len or self.model.block_size
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return self.checkpoint.dir or str(Path(self.run_dir) / "ckpt")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(
+    paths: Sequence[str | Path] = (),
+    overrides: Sequence[str] = (),
+    *,
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Compose YAML files (later wins), then `key.path=value` overrides, then validate.
+
+    `base` is an optional dict merged before the files (used when re-loading a config
+    saved with a checkpoint). Raises ConfigError naming the file and key at fault.
+    """
+    merged = OmegaConf.structured(Config)
+    layers: list[tuple[str, Any]] = []
+    if base is not None:
+        layers.append(("<saved config>", base))
+    for p in paths:
+        layers.append((str(p), _read_yaml(Path(p))))
+    if overrides:
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=3e-4")
+        try:
+            dot = OmegaConf.from_dotlist(list(overrides))
+        except Exception as e:  # noqa: BLE001 - grammar errors of the override syntax
+            raise ConfigError(f"--set {' '.join(overrides)}: {e}") from None
+        layers.append(("--set", OmegaConf.to_container(dot)))
+    for source, layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except (oc_errors.ConfigKeyError, oc_errors.ValidationError, oc_errors.ConfigTypeError) as e:
+            raise ConfigError(_explain(source, e)) from None
+    try:
+        cfg: Config = OmegaConf.to_object(merged)
+    except oc_errors.MissingMandatoryValue as e:
+        raise ConfigError(f"{e.full_key}: required but not set; give it a value in a config file") from None
+    resolve_and_validate(cfg)
+    return cfg
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (model:, train:, ...)")
+    return data
+
+
+def _dataclass_at(path: str) -> type | None:
+    """The dataclass that holds the field at dotted `path` (its parent), if any."""
+    cls: type | None = Config
+    for part in path.split(".")[:-1]:
+        if part.isdigit():  # an index into a list of dataclasses
+            continue
+        cls = _field_dataclass(cls, part)
+        if cls is None:
+            return None
+    return cls
+
+
+def _field_dataclass(cls: type, name: str) -> type | None:
+    t = typing.get_type_hints(cls).get(name)
+    if dataclasses.is_dataclass(t):
+        return t
+    for arg in getattr(t, "__args__", ()) or ():
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def _explain(source: str, e: Exception) -> str:
+    key = getattr(e, "full_key", None) or "?"
+    key = key.replace("[", ".").replace("]", "")
+    if isinstance(e, oc_errors.ConfigKeyError) or "not in" in str(e).split("\n")[0]:
+        leaf = key.split(".")[-1]
+        parent_cls = _dataclass_at(key)
+        hint = ""
+        if parent_cls is not None:
+            names = [f.name for f in dataclasses.fields(parent_cls)]
+            close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{'.'.join(key.split('.')[:-1] + [close[0]])}'?" if close else ""
+            hint += f" Valid keys here: {', '.join(names)}"
+        return f"{source}: unknown key '{key}'{hint}"
+    msg = str(e).split("\n")[0]
+    return f"{source}: key '{key}': {msg}"
+
+
+# -------------------------------------------------------------------------- validation
+
+
+def _need(cond: bool, key: str, problem: str, fix: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {problem}; {fix}")
+
+
+def _choice(value: str, key: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}{hint}")
+
+
+def resolve_model_config(m: ModelConfig) -> ModelConfig:
+    """Fill unset shape fields from the preset and check the shape. Mutates and returns `m`."""
+    if m.preset is not None:
+        if m.preset not in PRESETS:
+            close = difflib.get_close_matches(m.preset, PRESETS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"model.preset: unknown preset '{m.preset}'{hint}; choose one of {', '.join(PRESETS)}")
+        for k, v in PRESETS[m.preset].items():
+            if getattr(m, k) is None:
+                setattr(m, k, v)
+    for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+        _need(getattr(m, k) is not None, f"model.{k}", "not set", "set it or choose a model.preset")
+        _need(getattr(m, k) > 0, f"model.{k}", f"must be positive, got {getattr(m, k)}", "use a positive integer")
+    _need(
+        m.n_embd % m.n_head == 0,
+        "model.n_embd",
+        f"{m.n_embd} is not divisible by model.n_head={m.n_head}",
+        f"use an n_embd that is a multiple of n_head (e.g. {m.n_head * max(1, round(m.n_embd / m.n_head))})",
+    )
+    _need(m.vocab_pad_multiple >= 1, "model.vocab_pad_multiple", "must be >= 1", "use 1 (no padding), 64 or 128")
+    _need(0.0 <= m.dropout < 1.0, "model.dropout", f"{m.dropout} is outside [0, 1)", "use 0.0 for pre-training")
+    _choice(m.attn_impl, "model.attn_impl", ATTN_IMPLS)
+    return m
+
+
+def resolve_and_validate(cfg: Config) -> Config:
+    """Check values that depend on each other. Mutates (fills presets) and returns `cfg`."""
+    _choice(cfg.stage, "stage", STAGES)
+    resolve_model_config(cfg.model)
+    _choice(cfg.tokenizer.kind, "tokenizer.kind", TOKENIZER_KINDS)
+    t = cfg.train
+    _choice(t.precision, "train.precision", PRECISIONS)
+    _choice(t.schedule, "train.schedule", SCHEDULES)
+    _need(t.micro_batch_size > 0, "train.micro_batch_size", "must be positive", "use e.g. 8")
+    _need(
+        cfg.seq_len <= cfg.model.block_size,
+        "train.seq_len",
+        f"{cfg.seq_len} exceeds model.block_size={cfg.model.block_size}",
+        "lower train.seq_len or raise model.block_size",
+    )
+    _need(t.lr > 0 and t.min_lr >= 0, "train.lr", "learning rates must be positive", "set train.lr > 0, train.min_lr >= 0")
+    _need(t.min_lr <= t.lr, "train.min_lr", f"{t.min_lr} is above train.lr={t.lr}", "set min_lr <= lr (e.g. lr/10)")
+    _need(0.0 <= t.warmup_fraction < 1.0, "train.warmup_fraction", "must be in [0, 1)", "use e.g. 0.02")
+    _need(0.0 < t.decay_fraction <= 1.0, "train.decay_fraction", "must be in (0, 1]", "use e.g. 0.2")
+    _need(t.grad_clip >= 0, "train.grad_clip", "must be >= 0", "use 1.0, or 0 to disable clipping")
+    _need(t.max_steps is None or t.max_steps > 0, "train.max_steps", "must be positive", "set a step count or null")
+    _need(t.max_tokens > 0, "train.max_tokens", "must be positive", "set a token budget, e.g. 1.0e10")
+    # The world size is checked again at launch; at load, the batch must fit one rank.
+    check_batch_geometry(cfg, world_size=1)
+    _need(cfg.engine.zero_stage in (0, 1, 2, 3), "engine.zero_stage", f"{cfg.engine.zero_stage} is not 0-3", "use 0, 1, 2 or 3")
+    _choice(cfg.checkpoint.resume, "checkpoint.resume", RESUME_MODES)
+    _need(cfg.checkpoint.every_steps > 0, "checkpoint.every_steps", "must be positive", "use e.g. 1000")
+    _need(cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", "keep at least the latest one")
+    _choice(cfg.log.wandb.mode, "log.wandb.mode", WANDB_MODES)
+    _need(cfg.log.every_steps > 0, "log.every_steps", "must be positive", "use e.g. 10")
+    _need(cfg.eval.every_steps > 0, "eval.every_steps", "must be positive", "use e.g. 500")
+    for i, src in enumerate(cfg.data.train):
+        _need(src.weight > 0, f"data.train[{i}].weight", f"must be positive, got {src.weight}", "drop the source or give it a weight > 0")
+    return cfg
+
+
+def gradient_accumulation_steps(cfg: Config, world_size: int) -> int:
+    """global_batch_tokens / (micro_batch_size * seq_len * world_size), checked to be whole."""
+    check_batch_geometry(cfg, world_size)
+    return cfg.train.global_batch_tokens // (cfg.train.micro_batch_size * cfg.seq_len * world_size)
+
+
+def check_batch_geometry(cfg: Config, world_size: int) -> None:
+    t = cfg.train
+    per_step = t.micro_batch_size * cfg.seq_len * world_size
+    if t.global_batch_tokens <= 0 or t.global_batch_tokens % per_step != 0:
+        lo = max(1, t.global_batch_tokens // per_step) * per_step
+        hi = lo + per_step
+        ga_lo, ga_hi = lo // per_step, hi // per_step
+        raise ConfigError(
+            f"train.global_batch_tokens: {t.global_batch_tokens} is not a multiple of "
+            f"micro_batch_size ({t.micro_batch_size}) x seq_len ({cfg.seq_len}) x data-parallel ranks "
+            f"({world_size}) = {per_step}; use {lo} ({ga_lo} accumulation steps) or {hi} ({ga_hi}), "
+            f"or change train.micro_batch_size"
+        )
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a Config saved with `Config.to_dict()` (e.g. from a checkpoint)."""
+    return load_config(base=d)
+
+
+def total_steps(cfg: Config, world_size: int) -> int:
+    if cfg.train.max_steps is not None:
+        return cfg.train.max_steps
+    del world_size  # the global batch is the same whatever the world size
+    return max(1, math.ceil(cfg.train.max_tokens / cfg.train.global_batch_tokens))

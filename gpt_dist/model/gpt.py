@@ -1,0 +1,146 @@
+"""GPT-2 as OpenAI released it: pre-LayerNorm blocks, learned absolute positions,
+tanh-GELU MLP, final LayerNorm, LM head tied to the token embedding, biases everywhere.
+
+Parameter names follow Hugging Face's GPT2LMHeadModel (transformer.h.0.attn.c_attn...) so
+that conversion is a transpose of the Conv1D weights and nothing else.
+
+The model knows nothing of parallelism or precision: DeepSpeed is applied around it by
+gpt_dist.engine, and it runs in whatever dtype its parameters are given.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from gpt_dist.config import ModelConfig, resolve_model_config
+from gpt_dist.model.attention import causal_attention, segment_mask
+
+IGNORE_INDEX = -100
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.attn_impl = cfg.attn_impl
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, t, c = x.shape  # (B, T, C)
+        qkv = self.c_attn(x).view(b, t, 3, self.n_head, c // self.n_head)  # (B, T, 3, H, D)
+        q, k, v = qkv.unbind(dim=2)  # each (B, T, H, D)
+        y = causal_attention(q, k, v, self.attn_impl, mask)  # (B, T, H, D)
+        return self.resid_dropout(self.c_proj(y.reshape(b, t, c)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = resolve_model_config(cfg)
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(cfg.padded_vocab_size, cfg.n_embd),
+                wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+                drop=nn.Dropout(cfg.dropout),
+                h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+                ln_f=nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias),
+            )
+        )
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer): each block adds two
+        # contributions to the residual stream, whose variance otherwise grows with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Parameters of the real model: vocab padding rows are not counted."""
+        n = sum(p.numel() for p in self.parameters())
+        n -= (self.config.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel() + self.config.vocab_size * self.config.n_embd
+        return n
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        reduction: str = "mean",
+    ) -> torch.Tensor:
+        """idx (B, T) token ids.
+
+        Without `targets`: logits (B, T, vocab_size) in the parameters' dtype.
+        With `targets` (B, T), IGNORE_INDEX where no loss: the cross-entropy in fp32, the mean
+        over counted tokens (`reduction="mean"`), their sum ("sum"), or per token (B, T) ("none").
+        `segment_ids` (B, T): tokens attend only to earlier tokens of the same segment
+        (packed samples, or 0 for left padding); `position_ids` (B, T) default 0..T-1.
+        """
+        b, t = idx.shape
+        if t > self.config.block_size:
+            raise ValueError(f"sequence of {t} tokens exceeds model.block_size={self.config.block_size}")
+        if position_ids is None:
+            position_ids = torch.arange(t, device=idx.device)[None]  # (1, T)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(position_ids))  # (B, T, C)
+        mask = segment_mask(segment_ids) if segment_ids is not None else None
+        for block in self.transformer.h:
+            if self.config.activation_checkpointing and self.training:
+                x = checkpoint(block, x, mask, use_reentrant=False)
+            else:
+                x = block(x, mask)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)[..., : self.config.vocab_size]  # padding rows never reach the softmax
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view(b, t)
+        if reduction == "none":
+            return loss
+        if reduction == "sum":
+            return loss.sum()
+        return loss.sum() / (targets != IGNORE_INDEX).sum().clamp(min=1)
