@@ -17,6 +17,7 @@ from gpt_dist.errors import UserError
 # Order here is the order in `gpt-dist --help`.
 COMMANDS = [
     "plan",
+    "train",
 ]
 
 

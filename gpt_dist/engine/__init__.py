@@ -1,0 +1,3 @@
+"""Training engine: DeepSpeed applied around the plain model in one place (deepspeed_setup),
+one training loop for every stage (trainer), checkpoints with exact resume (checkpointing),
+and cross-cutting concerns as callbacks (callbacks)."""

@@ -1,0 +1,115 @@
+"""The one place DeepSpeed is applied: config file + our config -> deepspeed.initialize.
+
+Values our config owns (micro-batch, accumulation, precision, clipping, optimizer) are
+written into the DeepSpeed config here and nowhere else; the JSON files in ds_configs/ keep
+the ZeRO knobs a user may want to edit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpt_dist.config import Config, ConfigError, gradient_accumulation_steps
+
+log = logging.getLogger(__name__)
+
+REPO_DS_CONFIGS = Path(__file__).resolve().parents[2] / "ds_configs"
+_OWNED = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+          "gradient_clipping", "bf16", "fp16", "optimizer", "scheduler")
+
+
+def ds_config_path(cfg: Config) -> Path:
+    if cfg.engine.ds_config:
+        p = Path(cfg.engine.ds_config)
+        if not p.is_file() and (REPO_DS_CONFIGS / p.name).is_file() and not p.is_absolute():
+            p = REPO_DS_CONFIGS / p.name
+        if not p.is_file():
+            raise ConfigError(f"engine.ds_config: {cfg.engine.ds_config} not found; point it at a JSON file such as ds_configs/zero3.json")
+        return p
+    return REPO_DS_CONFIGS / f"zero{cfg.engine.zero_stage}.json"
+
+
+def build_ds_config(cfg: Config, world_size: int, *, load_universal: bool = False) -> dict[str, Any]:
+    """The DeepSpeed config dict for this run: the JSON file with our owned values filled in."""
+    path = ds_config_path(cfg)
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    ds = {k: v for k, v in ds.items() if not k.startswith("_")}
+    overridden = [k for k in _OWNED if k in ds]
+    if overridden:
+        log.warning("%s: %s are set from the gpt_dist config; the file's values are ignored", path, ", ".join(overridden))
+    zero = ds.setdefault("zero_optimization", {})
+    file_stage = zero.get("stage", cfg.engine.zero_stage)
+    if cfg.engine.ds_config and file_stage != cfg.engine.zero_stage:
+        raise ConfigError(
+            f"engine.zero_stage={cfg.engine.zero_stage} but {path} sets zero_optimization.stage={file_stage}; make them agree"
+        )
+    zero["stage"] = cfg.engine.zero_stage
+    ga = gradient_accumulation_steps(cfg, world_size)
+    t = cfg.train
+    ds.update(
+        train_micro_batch_size_per_gpu=t.micro_batch_size,
+        gradient_accumulation_steps=ga,
+        train_batch_size=t.micro_batch_size * ga * world_size,
+        gradient_clipping=t.grad_clip,
+    )
+    ds.pop("bf16", None)
+    ds.pop("fp16", None)
+    if t.precision == "bf16":
+        ds["bf16"] = {"enabled": True}
+    elif t.precision == "fp16":
+        ds["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
+                      "hysteresis": 2, "min_loss_scale": 1}
+    if offloads_optimizer(ds):
+        # DeepSpeed's CPU Adam runs the update on the host; it reads its settings from here.
+        ds["optimizer"] = {"type": "AdamW", "params": {"lr": t.lr, "betas": [t.beta1, t.beta2], "eps": t.eps,
+                                                       "weight_decay": t.weight_decay}}
+    else:
+        ds.pop("optimizer", None)
+    ds.pop("scheduler", None)  # the learning rate is set by the training loop every step
+    if load_universal:
+        ds.setdefault("checkpoint", {})["load_universal"] = True
+    return ds
+
+
+def offloads_optimizer(ds: dict[str, Any]) -> bool:
+    off = ds.get("zero_optimization", {}).get("offload_optimizer") or {}
+    return off.get("device", "none") not in ("none", None)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices (linear weights, embeddings); none on biases and LayerNorms."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    t = cfg.train
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, **extra)
+
+
+def initialize(model: torch.nn.Module, cfg: Config, world_size: int, device: torch.device, *, load_universal: bool = False):
+    """Wrap `model` in a DeepSpeed engine; returns (engine, ds_config)."""
+    import deepspeed
+
+    ds = build_ds_config(cfg, world_size, load_universal=load_universal)
+    model = model.to(device)
+    if offloads_optimizer(ds):
+        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, cfg.train.weight_decay), config=ds)
+    else:
+        optimizer = build_optimizer(model, cfg, device)
+        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds)
+    if cfg.engine.compile:
+        engine.compile()
+    return engine, ds

@@ -1,0 +1,137 @@
+import pytest
+
+from gpt_dist.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    gradient_accumulation_steps,
+    load_config,
+)
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+SMALL = ["model.preset=mini", "train.global_batch_tokens=4096", "train.micro_batch_size=4", "train.seq_len=256"]
+
+
+def test_files_compose_later_wins_and_overrides_come_last(tmp_path):
+    a = write(tmp_path, "a.yaml", "model: {preset: mini}\ntrain: {lr: 1.0e-3, micro_batch_size: 4, global_batch_tokens: 8192}\n")
+    b = write(tmp_path, "b.yaml", "train: {lr: 2.0e-3}\nengine: {zero_stage: 1}\n")
+    cfg = load_config([a, b], overrides=["train.min_lr=1e-5", "checkpoint.every_steps=7"])
+    assert cfg.train.lr == 2.0e-3  # b overrides a
+    assert cfg.train.micro_batch_size == 4  # a's value survives b
+    assert cfg.train.min_lr == 1e-5 and cfg.checkpoint.every_steps == 7
+    assert cfg.engine.zero_stage == 1
+    assert cfg.model.n_layer == 4 and cfg.model.block_size == 256  # filled from the preset
+
+
+def test_preset_fields_can_be_overridden():
+    cfg = load_config(overrides=SMALL + ["model.n_layer=2"])
+    assert cfg.model.n_layer == 2 and cfg.model.n_embd == 128
+
+
+def test_list_of_sources(tmp_path):
+    p = write(tmp_path, "d.yaml", "data:\n  train:\n    - {path: shards/web, weight: 0.6}\n    - {path: shards/wiki, weight: 0.4}\n  val: shards/val\n")
+    cfg = load_config([p], overrides=SMALL)
+    assert [(s.path, s.weight) for s in cfg.data.train] == [("shards/web", 0.6), ("shards/wiki", 0.4)]
+
+
+def test_unknown_key_names_file_and_suggests_closest(tmp_path):
+    p = write(tmp_path, "bad.yaml", "train: {lrr: 1.0e-3}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config([p])
+    msg = str(e.value)
+    assert "bad.yaml" in msg and "train.lrr" in msg and "did you mean 'train.lr'" in msg
+
+
+def test_unknown_section_suggests_closest(tmp_path):
+    p = write(tmp_path, "bad.yaml", "trian: {lr: 1.0e-3}\n")
+    with pytest.raises(ConfigError, match="did you mean 'train'"):
+        load_config([p])
+
+
+def test_unknown_key_in_override():
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=["model.n_layers=3"])
+    assert "--set" in str(e.value) and "model.n_layer" in str(e.value)
+
+
+def test_wrong_type_names_file_and_key(tmp_path):
+    p = write(tmp_path, "bad.yaml", "train: {micro_batch_size: eight}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config([p])
+    assert "bad.yaml" in str(e.value) and "train.micro_batch_size" in str(e.value)
+
+
+def test_heads_must_divide_embedding():
+    with pytest.raises(ConfigError, match=r"model.n_embd: 130 is not divisible by model.n_head=4"):
+        load_config(overrides=SMALL + ["model.n_embd=130"])
+
+
+def test_global_batch_must_be_a_multiple_and_error_proposes_values():
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=SMALL + ["train.global_batch_tokens=5000"])
+    msg = str(e.value)
+    assert "train.global_batch_tokens" in msg and "use 4096" in msg and "5120" in msg
+
+
+def test_gradient_accumulation_from_world_size():
+    cfg = load_config(overrides=SMALL + ["train.global_batch_tokens=16384"])
+    assert gradient_accumulation_steps(cfg, world_size=1) == 16
+    assert gradient_accumulation_steps(cfg, world_size=2) == 8
+    with pytest.raises(ConfigError, match="data-parallel ranks"):
+        gradient_accumulation_steps(cfg, world_size=3)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.precision=fp8", "train.precision"),
+        ("train.schedule=cosin", "train.schedule"),
+        ("model.attn_impl=flash", "model.attn_impl"),
+        ("stage=finetune", "stage"),
+        ("model.preset=gpt3", "model.preset"),
+        ("engine.zero_stage=4", "engine.zero_stage"),
+        ("train.min_lr=1.0", "train.min_lr"),
+        ("train.seq_len=512", "train.seq_len"),
+    ],
+)
+def test_inconsistent_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(overrides=SMALL + [override])
+
+
+def test_misspelt_choice_is_suggested():
+    with pytest.raises(ConfigError, match="did you mean 'cosine'"):
+        load_config(overrides=SMALL + ["train.schedule=cosin"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config([tmp_path / "nope.yaml"])
+    p = write(tmp_path, "broken.yaml", "train: {lr: [1, \n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config([p])
+    p = write(tmp_path, "list.yaml", "- a\n- b\n")
+    with pytest.raises(ConfigError, match="list.yaml: the top level must be a mapping"):
+        load_config([p])
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(overrides=["train.lr"])
+
+
+def test_resolved_config_round_trips_through_a_dict():
+    cfg = load_config(overrides=SMALL + ["train.lr=3e-4"])
+    again = config_from_dict(cfg.to_dict())
+    assert isinstance(again, Config) and again == cfg
+
+
+def test_shipped_configs_load(repo_root):
+    for path in sorted((repo_root / "configs").glob("*.yaml")):
+        load_config([path])
