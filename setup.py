@@ -30,9 +30,11 @@ setup(
         "spacy",
         "orjson",
         "zstandard",
+        "xxhash",  # document hashes: validation split, exact dedup, MinHash shingles
         "pyarrow",
         "safetensors",
         "transformers>=4.40",
+        "protobuf",  # reading SentencePiece model protos for the Hugging Face tokenizer export
     ],
     extras_require={
         "gpu": ["flash-attn>=2.5"],

@@ -17,6 +17,9 @@ from gpt_dist.errors import UserError
 # Order here is the order in `gpt-dist --help`.
 COMMANDS = [
     "plan",
+    "train_tokenizer",
+    "prepare",
+    "inspect",
     "train",
 ]
 
@@ -24,6 +27,8 @@ COMMANDS = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt-dist", description="Distributed GPT-2 training with DeepSpeed ZeRO.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # The deepspeed launcher puts --local_rank=N before the subcommand; LOCAL_RANK says the same.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"gpt_dist.commands.{name}").register(sub)

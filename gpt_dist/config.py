@@ -31,6 +31,7 @@ PRECISIONS = ("bf16", "fp16", "fp32")
 SCHEDULES = ("cosine", "linear", "wsd", "constant")
 TOKENIZER_KINDS = ("gpt2", "sentencepiece", "bpe")
 WANDB_MODES = ("online", "offline", "disabled")
+OVERLONG_POLICIES = ("drop_turns", "drop_sample")
 RESUME_MODES = ("auto", "never")
 
 
@@ -85,8 +86,14 @@ class DataConfig:
     train: list[DataSource] = field(default_factory=list)
     val: Optional[str] = None
     num_workers: int = 1
-    # A corrupt shard stops training by default; true skips it and counts it instead.
+    # A corrupt shard stops training by default; true skips it and counts it instead (then every
+    # shard's sha256 is checked when the loader is built, so all ranks skip the same ones).
     skip_corrupt_shards: bool = False
+    # Shards (per source) whose samples are shuffled together each epoch: larger mixes better,
+    # smaller keeps reads local. Part of the sample order: keep it fixed across a resume.
+    shuffle_window: int = 8
+    # Check each shard's sha256 against its manifest the first time a process reads it.
+    verify_checksums: bool = True
 
 
 @dataclass
@@ -98,6 +105,9 @@ class TrainConfig:
     max_tokens: float = 1.0e10
     # When set, wins over max_tokens.
     max_steps: Optional[int] = None
+    # Save and exit after this many optimizer steps of this job (the schedule still spans the
+    # whole run): for time-limited or preemptible allocations, like Megatron's --exit-interval.
+    exit_after_steps: Optional[int] = None
     lr: float = 6.0e-4
     min_lr: float = 6.0e-5
     warmup_fraction: float = 0.02
@@ -154,6 +164,25 @@ class EvalConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """SFT and DPO (stage: sft / dpo). data.train / data.val are then jsonl files."""
+
+    # null: the template saved with checkpoint.init_from, else the built-in plain-text one;
+    # "default": the built-in one; else a Jinja file (Hugging Face chat-template syntax).
+    chat_template: Optional[str] = None
+    # SFT: several samples per row, attending only within themselves (true), or one sample
+    # per row padded to the longest of its micro-batch (false).
+    packing: bool = True
+    # A conversation longer than train.seq_len: keep the whole leading turns that fit
+    # (drop_turns) or drop it (drop_sample). Either way it is counted in the data report.
+    overlong: str = "drop_turns"
+    # Stop before training when more than this share of the samples is unusable.
+    max_bad_fraction: float = 0.1
+    # DPO: the beta of Rafailov et al. 2023 (how far the policy may move from the reference).
+    dpo_beta: float = 0.1
+
+
+@dataclass
 class Config:
     stage: str = "pretrain"
     run_dir: str = "runs/default"
@@ -165,6 +194,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     @property
     def seq_len(self) -> int:
@@ -334,6 +364,7 @@ def resolve_and_validate(cfg: Config) -> Config:
     _need(0.0 < t.decay_fraction <= 1.0, "train.decay_fraction", "must be in (0, 1]", "use e.g. 0.2")
     _need(t.grad_clip >= 0, "train.grad_clip", "must be >= 0", "use 1.0, or 0 to disable clipping")
     _need(t.max_steps is None or t.max_steps > 0, "train.max_steps", "must be positive", "set a step count or null")
+    _need(t.exit_after_steps is None or t.exit_after_steps > 0, "train.exit_after_steps", "must be positive", "set a step count or null")
     _need(t.max_tokens > 0, "train.max_tokens", "must be positive", "set a token budget, e.g. 1.0e10")
     # The world size is checked again at launch; at load, the batch must fit one rank.
     check_batch_geometry(cfg, world_size=1)
@@ -346,7 +377,25 @@ def resolve_and_validate(cfg: Config) -> Config:
     _need(cfg.eval.every_steps > 0, "eval.every_steps", "must be positive", "use e.g. 500")
     for i, src in enumerate(cfg.data.train):
         _need(src.weight > 0, f"data.train[{i}].weight", f"must be positive, got {src.weight}", "drop the source or give it a weight > 0")
+    _need(cfg.data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {cfg.data.num_workers}", "use 0 (in-process) or e.g. 2")
+    _need(cfg.data.shuffle_window >= 1, "data.shuffle_window", f"must be >= 1, got {cfg.data.shuffle_window}", "use e.g. 8")
+    _validate_finetune(cfg)
     return cfg
+
+
+def _validate_finetune(cfg: Config) -> None:
+    f = cfg.finetune
+    _choice(f.overlong, "finetune.overlong", OVERLONG_POLICIES)
+    _need(0.0 <= f.max_bad_fraction <= 1.0, "finetune.max_bad_fraction", f"{f.max_bad_fraction} is outside [0, 1]",
+          "use e.g. 0.1 (1.0 never stops)")
+    _need(f.dpo_beta > 0, "finetune.dpo_beta", f"must be positive, got {f.dpo_beta}", "use e.g. 0.1")
+    if cfg.stage in ("sft", "dpo"):
+        _need(len(cfg.data.train) > 0, "data.train", f"stage: {cfg.stage} needs training data",
+              f"list the {cfg.stage.upper()} jsonl files, e.g. data.train: [{{path: data/{cfg.stage}.jsonl}}]")
+    if cfg.stage == "dpo":
+        _need(bool(cfg.checkpoint.init_from), "checkpoint.init_from",
+              "stage: dpo needs the starting weights, which are also its frozen reference model",
+              "set it to the SFT checkpoint directory (or a Hugging Face GPT-2 directory)")
 
 
 def gradient_accumulation_steps(cfg: Config, world_size: int) -> int:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="pre-train / fine-tune with DeepSpeed (run under any launcher)")
     p.add_argument("configs", nargs="+", metavar="CONFIG.yaml", help="YAML files, later ones override earlier ones")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.lr=3e-4 (repeatable)")
-    # The deepspeed launcher appends --local_rank=N; LOCAL_RANK in the environment says the same.
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 

@@ -154,6 +154,7 @@ class Trainer:
             self._event("start", total_steps=self.total_steps, grad_accum=self.ga, world_size=self.dist.world_size)
         window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
         stopped_by = None
+        exit_at = None if cfg.train.exit_after_steps is None else self.state.step + cfg.train.exit_after_steps
         engine.train()
         while self.state.step < self.total_steps:
             lr = lr_at(self.state.step, self.total_steps, cfg.train)
@@ -196,14 +197,18 @@ class Trainer:
                 stopped_by = stop.name or "SIGUSR1/SIGTERM on another rank"
                 self._event("signal", signal=stopped_by)
                 break
+            if self.state.step == exit_at and self.state.step < self.total_steps:
+                self._event("exit_after_steps", steps=cfg.train.exit_after_steps)
+                break
 
         if self.last_saved_step != self.state.step:
             self.save()
-        if stopped_by is None and self.val_loader is not None and self.state.step % cfg.eval.every_steps != 0:
+        finished = self.state.step >= self.total_steps
+        if finished and self.val_loader is not None and self.state.step % cfg.eval.every_steps != 0:
             self.evaluate()
         if stopped_by is not None:
             self._requeue_if_slurm(stopped_by)
-        else:
+        if finished:
             self._event("finished", tokens=self.state.tokens)
         for cb in self.callbacks:
             cb.on_train_end()

@@ -1,0 +1,56 @@
+"""Launching `gpt-dist train` for tests: the deepspeed launcher (gloo ranks on CPU) in a
+subprocess, and reading back what the run wrote."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+    run_dir: Path
+
+    def metrics(self, split: str = "train") -> list[dict]:
+        f = self.run_dir / "metrics.jsonl"
+        rows = [json.loads(x) for x in f.read_text().splitlines()] if f.is_file() else []
+        return [r for r in rows if r["split"] == split]
+
+    def losses(self) -> dict[int, float]:
+        return {r["step"]: r["loss"] for r in self.metrics()}
+
+    def events(self) -> list[dict]:
+        f = self.run_dir / "events.jsonl"
+        return [json.loads(x) for x in f.read_text().splitlines()] if f.is_file() else []
+
+
+def base_overrides(shards: Path, run_dir: Path) -> list[str]:
+    return [
+        f"run_dir={run_dir}",
+        f"data.train=[{{path: {shards / 'train'}, weight: 1.0}}]",
+        f"data.val={shards / 'val'}",
+        "log.every_steps=1",
+        "log.progress_bar=false",
+    ]
+
+
+def train_cmd(world: int, overrides: list[str], config: str = "configs/sample_cpu.yaml") -> list[str]:
+    sets = [x for o in overrides for x in ("--set", o)]
+    if world == 1:
+        return [str(BIN / "gpt-dist"), "train", config, *sets]
+    return [str(BIN / "deepspeed"), "--num_gpus", str(world), "--master_port", str(_free_port()),
+            str(BIN / "gpt-dist"), "train", config, *sets]

@@ -1,0 +1,159 @@
+"""Real training runs on the sample shards: 2 gloo ranks under the deepspeed launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from gpt_dist.checkpoint_layout import complete_tags, latest_complete_tag
+
+from engine_runs import REPO, Run, base_overrides, train_cmd
+
+pytestmark = pytest.mark.slow
+
+# 2 ranks x micro-batch 2 x 256 tokens, 2 accumulation steps: 2048 tokens per optimizer step.
+FAST = ["train.micro_batch_size=2", "train.global_batch_tokens=2048", "eval.batches=2", "train.lr=6e-4"]
+STEPS = 8
+COMPARED = 3  # steps over which ZeRO stages must agree
+
+
+@pytest.fixture(scope="module")
+def zero_runs(tmp_path_factory, sample_shards):
+    """Uninterrupted runs for ZeRO stages 0-3: 8 steps for 0 and 3 (the references for exact
+    resume), the first 3 steps for 1 and 2."""
+    runs = {}
+    for stage in (0, 1, 2, 3):
+        run_dir = tmp_path_factory.mktemp(f"zero{stage}")
+        steps = STEPS if stage in (0, 3) else COMPARED
+        cmd = train_cmd(2, base_overrides(sample_shards, run_dir) + FAST + [
+            f"engine.zero_stage={stage}", f"train.max_steps={STEPS}", f"train.exit_after_steps={steps}",
+            "checkpoint.every_steps=4", "eval.every_steps=4"])
+        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, OMP_NUM_THREADS="1"))
+        runs[stage] = Run(p.returncode, p.stdout + p.stderr, run_dir)
+        assert p.returncode == 0, runs[stage].output[-3000:]
+    return runs
+
+
+def test_zero_stages_agree_on_the_first_steps(zero_runs):
+    ref = zero_runs[0].losses()
+    assert sorted(ref) == list(range(1, STEPS + 1))
+    for stage in (1, 2, 3):
+        other = zero_runs[stage].losses()
+        for step in range(1, COMPARED + 1):
+            assert other[step] == pytest.approx(ref[step], abs=1e-5), (stage, step)
+
+
+def test_run_writes_metrics_checkpoints_and_plot(zero_runs):
+    run = zero_runs[3]
+    m = run.metrics()[-1]
+    for key in ("loss", "lr", "grad_norm", "tokens", "tokens_per_s", "step_ms", "data_wait_frac", "mem_gb"):
+        assert m[key] is not None and m[key] >= 0, key
+    assert m["tokens"] == STEPS * 2048
+    assert len(run.metrics("val")) >= 2
+    assert (run.run_dir / "loss_curve.png").stat().st_size > 1000
+    tags = complete_tags(run.run_dir / "ckpt")
+    assert tags == ["step_00000004", "step_00000008"]
+    meta = json.loads((run.run_dir / "ckpt" / tags[-1] / "gpt_dist.json").read_text())
+    assert meta["world_size"] == 2 and meta["zero_stage"] == 3 and meta["tokens_seen"] == STEPS * 2048
+    assert meta["tokenizer"]["fingerprint"] and meta["config"]["model"]["n_layer"] == 4
+    assert [e["event"] for e in run.events()][-1] == "finished"
+
+
+@pytest.mark.parametrize("stage", [0, 3])
+def test_exact_resume_is_bitwise(stage, zero_runs, run_train, tmp_path):
+    """Stop after 3 steps, resume: every later loss equals the uninterrupted run's, bit for bit."""
+    common = FAST + [f"engine.zero_stage={stage}", f"train.max_steps={STEPS}", "checkpoint.every_steps=4", "eval.every_steps=4"]
+    first = run_train(tmp_path, overrides=common + ["train.exit_after_steps=3"])
+    assert first.returncode == 0, first.output[-3000:]
+    assert latest_complete_tag(tmp_path / "ckpt") == "step_00000003"
+    second = run_train(tmp_path, overrides=common)
+    assert second.returncode == 0, second.output[-3000:]
+    assert any(e["event"] == "resumed" for e in second.events())
+    ref, got = zero_runs[stage].losses(), second.losses()
+    for step in range(1, STEPS + 1):
+        assert got[step] == ref[step], (step, got[step], ref[step])  # bitwise, fp32
+
+
+def test_resume_on_a_different_world_size_keeps_the_data_position(zero_runs, run_train, tmp_path):
+    common = FAST + ["engine.zero_stage=3", f"train.max_steps={STEPS}", "checkpoint.every_steps=4", "eval.every_steps=4"]
+    first = run_train(tmp_path, overrides=common + ["train.exit_after_steps=4"])
+    assert first.returncode == 0, first.output[-3000:]
+    # one rank: micro-batch 2 x 256 x 1 rank -> 4 accumulation steps for the same 2048-token batch
+    second = run_train(tmp_path, world=1, overrides=common)
+    assert second.returncode == 0, second.output[-3000:]
+    resumed = [e for e in second.events() if e["event"] == "resumed"]
+    assert resumed and resumed[0]["universal"] is True and resumed[0]["world_size"] == 1
+    got, ref = second.metrics(), zero_runs[3].metrics()
+    assert [r["tokens"] for r in got if r["step"] > 4] == [r["tokens"] for r in ref if r["step"] > 4]
+    # same samples, same weights and optimizer state, different reduction order: close, not bitwise
+    for step in range(5, STEPS + 1):
+        assert second.losses()[step] == pytest.approx(zero_runs[3].losses()[step], abs=2e-3)
+
+
+def test_signal_saves_and_exits_cleanly_then_resumes(run_train, sample_shards, tmp_path):
+    cmd = train_cmd(1, base_overrides(sample_shards, tmp_path) + FAST[:2] + [
+        "train.micro_batch_size=2", "train.global_batch_tokens=512", "train.max_steps=100000", "checkpoint.every_steps=100000"])
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    sig = [e for e in events if e["event"] == "signal"]
+    assert sig and sig[0]["signal"] == "SIGUSR1"
+    tag = latest_complete_tag(tmp_path / "ckpt")
+    assert tag is not None and int(tag.split("_")[1]) == sig[0]["step"]
+    again = run_train(tmp_path, world=1, overrides=FAST[:2] + [
+        "train.micro_batch_size=2", "train.global_batch_tokens=512", "train.max_steps=100000",
+        "checkpoint.every_steps=100000", "train.exit_after_steps=1"])
+    assert again.returncode == 0, again.output[-3000:]
+    resumed = [e for e in again.events() if e["event"] == "resumed"]
+    assert resumed[-1]["tag"] == tag
+
+
+def test_sigkill_during_training_leaves_a_usable_checkpoint(run_train, sample_shards, tmp_path):
+    """Kill -9 while checkpoints are being written every step; a partial tag is passed over."""
+    over = ["train.micro_batch_size=2", "train.global_batch_tokens=512", "train.max_steps=100000", "checkpoint.every_steps=1",
+            "checkpoint.keep_last=2"]
+    proc = subprocess.Popen(train_cmd(1, base_overrides(sample_shards, tmp_path) + over), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(complete_tags(tmp_path / "ckpt")) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ckpt = tmp_path / "ckpt"
+    good = latest_complete_tag(ckpt)
+    assert good is not None
+    # Whatever the kill interrupted, also leave a newer save that died half-way for certain.
+    step = int(good.split("_")[1])
+    partial = ckpt / f"step_{step + 1:08d}"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(ckpt / good, partial)
+    (partial / "COMPLETE").unlink()
+    model_file = next(partial.glob("mp_rank_*_model_states.pt"))
+    model_file.write_bytes(model_file.read_bytes()[:100])  # truncated
+    again = run_train(tmp_path, world=1, overrides=over[:-2] + ["checkpoint.every_steps=1000", "train.exit_after_steps=2"])
+    assert again.returncode == 0, again.output[-3000:]
+    resumed = [e for e in again.events() if e["event"] == "resumed"]
+    assert resumed[-1]["tag"] == good
+
+
+def test_bad_batch_geometry_for_the_world_size_is_a_clear_error(run_train, tmp_path):
+    # 1536 tokens = 3 x (2 x 256): fine for one rank, not divisible across 2 ranks
+    r = run_train(tmp_path, world=2, overrides=["train.micro_batch_size=2", "train.global_batch_tokens=1536", "train.max_steps=2"])
+    assert r.returncode != 0
+    assert "train.global_batch_tokens: 1536 is not a multiple" in r.output and "data-parallel ranks (2)" in r.output
+    assert "use 1024" in r.output and "2048" in r.output
+
