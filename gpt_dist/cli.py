@@ -21,6 +21,9 @@ COMMANDS = [
     "prepare",
     "inspect",
     "train",
+    "convert",
+    "generate",
+    "chat",
 ]
 
 

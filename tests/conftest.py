@@ -1,6 +1,8 @@
 """Project-wide test set-up: the GPT-2 vocabulary file, offline mode, the repo root."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GPT2_VOCAB = REPO_ROOT.parent / "shared" / "data" / "gpt2.tiktoken"
 
+# Commands the tests start (deepspeed, gpt-dist, ninja) come from this interpreter's
+# environment, as they would in an activated venv.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 # Nothing in the tests may reach the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -26,3 +31,13 @@ def gpt2_vocab() -> Path:
     if not GPT2_VOCAB.is_file():
         pytest.fail(f"GPT-2 vocabulary not found at {GPT2_VOCAB}; see shared/data/README.md")
     return GPT2_VOCAB
+
+
+@pytest.fixture(scope="session")
+def sample_shards(tmp_path_factory) -> Path:
+    """`gpt-dist prepare --sample` once per session: DIR/train and DIR/val (seq_len 256)."""
+    out = tmp_path_factory.mktemp("sample_data")
+    gpt_dist = Path(sys.executable).with_name("gpt-dist")
+    subprocess.run([str(gpt_dist), "prepare", "--sample", "--output", str(out)], check=True, cwd=REPO_ROOT,
+                   capture_output=True)
+    return out

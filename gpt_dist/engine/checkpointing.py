@@ -31,6 +31,7 @@ from gpt_dist.checkpoint_layout import (
     write_json_atomic,
 )
 from gpt_dist.config import Config, ModelConfig
+from gpt_dist.engine.deepspeed_setup import restore_optimizer_invariants
 from gpt_dist.engine.distributed import DistInfo, barrier
 from gpt_dist.errors import CheckpointError
 
@@ -110,6 +111,7 @@ def load_for_resume(engine, plan: ResumePlan, cfg: Config, dist: DistInfo) -> di
     path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=False)
     if path is None:
         raise CheckpointError(f"{ckpt_dir / tag}: DeepSpeed could not load this checkpoint")
+    restore_optimizer_invariants(engine.optimizer, cfg)
     state = (client or {}).get("gpt_dist") or plan.metadata["client_state"]
     rng_file = ckpt_dir / plan.tag / f"rng_rank{dist.rank:05d}.pt"
     if not plan.universal and rng_file.is_file():

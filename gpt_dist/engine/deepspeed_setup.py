@@ -93,6 +93,25 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def restore_optimizer_invariants(optimizer, cfg: Config) -> None:
+    """Undo two side effects of DeepSpeed's universal-checkpoint load (used when the world size
+    changes): it copies the first parameter group's hyperparameters into every group, which
+    would put weight decay on biases and LayerNorms, and it gives every ZeRO-3 sub-group the
+    same `step` tensor, which AdamW then increments once per sub-group per iteration, skewing
+    its bias correction. Harmless after an ordinary load."""
+    groups = optimizer.param_groups
+    if len(groups) != 2:
+        raise RuntimeError(f"expected 2 optimizer parameter groups (decay, no decay), found {len(groups)}")
+    for group, wd in zip(groups, (cfg.train.weight_decay, 0.0)):
+        group["weight_decay"] = wd
+        group["betas"] = (cfg.train.beta1, cfg.train.beta2)
+        group["eps"] = cfg.train.eps
+    inner = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside a ZeRO wrapper
+    for state in inner.state.values():
+        if isinstance(state.get("step"), torch.Tensor):
+            state["step"] = state["step"].clone()
+
+
 def build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
     t = cfg.train
     extra = {"fused": True} if device.type == "cuda" else {}

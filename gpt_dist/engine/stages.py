@@ -54,4 +54,10 @@ class LanguageModeling:
 def build_stage(cfg: Config) -> Stage:
     if cfg.stage in ("pretrain", "cpt"):
         return LanguageModeling()
-    raise UserError(f"stage: '{cfg.stage}' training is not available yet; use stage: pretrain or cpt")
+    from gpt_dist.finetune.stages import DPO, SFT
+
+    if cfg.stage == "sft":
+        return SFT()
+    if cfg.stage == "dpo":
+        return DPO(beta=cfg.finetune.dpo_beta)
+    raise UserError(f"stage: '{cfg.stage}' is not one of pretrain, cpt, sft, dpo")

@@ -74,7 +74,7 @@ def causal_attention(
         log.info("attention: attn_impl=%s runs the %s kernel on %s", impl, chosen, key[2])
     if chosen == "math":
         return _math_attention(q, k, v, mask)
-    if chosen == "flash_attn" and mask is None:
+    if chosen == "flash_attn" and mask is None and q.shape[1] == k.shape[1]:
         from flash_attn import flash_attn_func
 
         return flash_attn_func(q, k, v, causal=True)
@@ -83,12 +83,13 @@ def causal_attention(
 
 def _sdpa_attention(q, k, v, mask):
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
-    if mask is None and q.is_cuda and q.dtype in _HALF and q.shape[-1] <= 256:
+    same_len = q.shape[2] == k.shape[2]
+    if mask is None and same_len and q.is_cuda and q.dtype in _HALF and q.shape[-1] <= 256:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    elif mask is None and q.shape[2] == k.shape[2]:
+    elif mask is None and same_len:
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     else:
         # SDPA's is_causal aligns top-left; with a KV cache the queries are the last keys.

@@ -5,7 +5,9 @@ Parameter names follow Hugging Face's GPT2LMHeadModel (transformer.h.0.attn.c_at
 that conversion is a transpose of the Conv1D weights and nothing else.
 
 The model knows nothing of parallelism or precision: DeepSpeed is applied around it by
-gpt_dist.engine, and it runs in whatever dtype its parameters are given.
+gpt_dist.engine, and it runs in whatever dtype its parameters are given. For decoding, a
+`KVCache` passed to `forward` keeps the keys and values of earlier positions, so each new
+token costs one position of compute (gpt_dist.generation).
 """
 
 from __future__ import annotations
@@ -23,6 +25,43 @@ from gpt_dist.model.attention import causal_attention, segment_mask
 IGNORE_INDEX = -100
 
 
+class KVCache:
+    """Keys and values of the positions decoded so far, preallocated for `max_len` positions.
+
+    `k[layer]`, `v[layer]`: (B, max_len, H, D); `segment_ids`: (B, max_len), the segment of each
+    cached position (0 for left padding, 1 for the real tokens), so later queries can tell
+    which keys they may attend to; `length`: positions filled. `GPT.forward` appends to it.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device, dtype: torch.dtype):
+        if max_len > cfg.block_size:
+            raise ValueError(f"KV cache of {max_len} positions exceeds model.block_size={cfg.block_size}")
+        shape = (batch_size, max_len, cfg.n_head, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.segment_ids = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)
+        self.max_len = max_len
+        self.length = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (B, T, H, D) keys/values after the cached ones; returns all (B, length + T, H, D)."""
+        end = self.length + k.shape[1]
+        self.k[layer][:, self.length : end] = k
+        self.v[layer][:, self.length : end] = v
+        return self.k[layer][:, :end], self.v[layer][:, :end]
+
+    def append_segments(self, segment_ids: torch.Tensor) -> torch.Tensor:
+        """Store the new tokens' (B, T) segments; returns their (B, 1, T, length + T) attention
+        mask over all cached positions: causal, and within the same segment."""
+        t = segment_ids.shape[1]
+        end = self.length + t
+        self.segment_ids[:, self.length : end] = segment_ids
+        keys = self.segment_ids[:, :end]
+        # The queries are the last T of the `end` positions, so the causal diagonal is shifted.
+        causal = torch.ones(t, end, dtype=torch.bool, device=keys.device).tril(diagonal=self.length)
+        return ((segment_ids[:, :, None] == keys[:, None, :]) & causal)[:, None]
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -32,10 +71,14 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, kv_cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         b, t, c = x.shape  # (B, T, C)
         qkv = self.c_attn(x).view(b, t, 3, self.n_head, c // self.n_head)  # (B, T, 3, H, D)
         q, k, v = qkv.unbind(dim=2)  # each (B, T, H, D)
+        if kv_cache is not None:
+            k, v = kv_cache.append(layer, k, v)  # (B, past + T, H, D)
         y = causal_attention(q, k, v, self.attn_impl, mask)  # (B, T, H, D)
         return self.resid_dropout(self.c_proj(y.reshape(b, t, c)))
 
@@ -59,8 +102,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask)
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, kv_cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask, kv_cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -111,6 +156,7 @@ class GPT(nn.Module):
         position_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
         reduction: str = "mean",
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
         """idx (B, T) token ids.
 
@@ -119,19 +165,31 @@ class GPT(nn.Module):
         over counted tokens (`reduction="mean"`), their sum ("sum"), or per token (B, T) ("none").
         `segment_ids` (B, T): tokens attend only to earlier tokens of the same segment
         (packed samples, or 0 for left padding); `position_ids` (B, T) default 0..T-1.
+        `kv_cache`: idx continues the cached positions (which it attends to, within the same
+        segment) and is appended to the cache; position_ids then default to past..past+T-1.
         """
         b, t = idx.shape
-        if t > self.config.block_size:
-            raise ValueError(f"sequence of {t} tokens exceeds model.block_size={self.config.block_size}")
+        past = kv_cache.length if kv_cache is not None else 0
+        if past + t > self.config.block_size:
+            raise ValueError(f"sequence of {past + t} tokens exceeds model.block_size={self.config.block_size}")
         if position_ids is None:
-            position_ids = torch.arange(t, device=idx.device)[None]  # (1, T)
+            position_ids = torch.arange(past, past + t, device=idx.device)[None]  # (1, T)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(position_ids))  # (B, T, C)
-        mask = segment_mask(segment_ids) if segment_ids is not None else None
-        for block in self.transformer.h:
-            if self.config.activation_checkpointing and self.training:
+        if kv_cache is not None:
+            if past + t > kv_cache.max_len:
+                raise ValueError(f"KV cache holds {kv_cache.max_len} positions; {past} cached + {t} new do not fit")
+            # Always an explicit mask: with cached keys the queries are not the first positions.
+            seg = segment_ids if segment_ids is not None else torch.zeros(b, t, dtype=torch.long, device=idx.device)
+            mask = kv_cache.append_segments(seg)
+        else:
+            mask = segment_mask(segment_ids) if segment_ids is not None else None
+        for i, block in enumerate(self.transformer.h):
+            if self.config.activation_checkpointing and self.training and kv_cache is None:
                 x = checkpoint(block, x, mask, use_reentrant=False)
             else:
-                x = block(x, mask)
+                x = block(x, mask, kv_cache, i)
+        if kv_cache is not None:
+            kv_cache.length = past + t
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)[..., : self.config.vocab_size]  # padding rows never reach the softmax
         if targets is None:

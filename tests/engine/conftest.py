@@ -8,14 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from engine_runs import BIN, REPO, Run, base_overrides, train_cmd
-
-
-@pytest.fixture(scope="session")
-def sample_shards(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sample_data")
-    subprocess.run([str(BIN / "gpt-dist"), "prepare", "--sample", "--output", str(out)], check=True, cwd=REPO)
-    return out
+from engine_runs import REPO, Run, base_overrides, train_cmd
 
 
 @pytest.fixture

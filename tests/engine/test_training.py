@@ -10,7 +10,6 @@ import subprocess
 import time
 
 import pytest
-import torch
 
 from gpt_dist.checkpoint_layout import complete_tags, latest_complete_tag
 
@@ -93,9 +92,9 @@ def test_resume_on_a_different_world_size_keeps_the_data_position(zero_runs, run
     assert resumed and resumed[0]["universal"] is True and resumed[0]["world_size"] == 1
     got, ref = second.metrics(), zero_runs[3].metrics()
     assert [r["tokens"] for r in got if r["step"] > 4] == [r["tokens"] for r in ref if r["step"] > 4]
-    # same samples, same weights and optimizer state, different reduction order: close, not bitwise
+    # same samples, weights and optimizer state; only the order of the gradient sums differs
     for step in range(5, STEPS + 1):
-        assert second.losses()[step] == pytest.approx(zero_runs[3].losses()[step], abs=2e-3)
+        assert second.losses()[step] == pytest.approx(zero_runs[3].losses()[step], abs=1e-5), step
 
 
 def test_signal_saves_and_exits_cleanly_then_resumes(run_train, sample_shards, tmp_path):
