@@ -1,0 +1,157 @@
+"""The SFT and DPO stages of the one training loop (gpt_dist.engine.trainer): data and loss.
+
+Both read jsonl files (data.train, data.val), tokenize them through the chat template, report
+what they dropped, and keep everything in memory (tens of thousands of samples are a few
+hundred MB at most). The template's Jinja text is the stage's `chat_template`, which the
+trainer saves into each checkpoint's metadata and the Hugging Face exporter writes out.
+
+Batch geometry: a micro-batch is `train.micro_batch_size` rows of `train.seq_len` positions
+(SFT) or that many preference pairs (DPO), so an optimizer step takes
+global_batch_tokens / seq_len rows or pairs, on any number of ranks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gpt_dist.config import Config
+from gpt_dist.engine.distributed import DistInfo
+from gpt_dist.finetune.chat_template import ChatTemplate, resolve_chat_template
+from gpt_dist.finetune.data_report import DataReport
+from gpt_dist.finetune.loader import EpochLoader, EvalBatches
+
+
+class _ChatStage:
+    """What SFT and DPO share: the chat template (resolved once) and the jsonl sources."""
+
+    def __init__(self):
+        self.chat_template: str | None = None  # the Jinja source, once resolved
+        self._template: ChatTemplate | None = None
+
+    def template(self, cfg: Config, tokenizer) -> ChatTemplate:
+        if self._template is None:
+            source, origin = resolve_chat_template(cfg.finetune.chat_template, cfg.checkpoint.init_from)
+            self._template = ChatTemplate(source, tokenizer, origin)
+            self.chat_template = source
+        return self._template
+
+    def _sources(self, cfg: Config, split: str) -> list[tuple[str, float]]:
+        if split == "train":
+            return [(s.path, s.weight) for s in cfg.data.train]
+        return [(cfg.data.val, 1.0)]
+
+
+class SFT(_ChatStage):
+    """Supervised fine-tuning: next-token loss on assistant replies only, mean over those tokens."""
+
+    def _samples(self, cfg: Config, dist: DistInfo, tokenizer, split: str):
+        from gpt_dist.finetune.packing import pack_rows
+        from gpt_dist.finetune.sft_data import load_sft_samples
+
+        report = DataReport("sft", split)
+        key = "data.train" if split == "train" else "data.val"
+        samples = load_sft_samples(self._sources(cfg, split), self.template(cfg, tokenizer), cfg.seq_len,
+                                   cfg.finetune.overlong, report, cfg.train.seed, key=key)
+        rows = None
+        # Validation is never packed: one sample per row keeps its units the samples themselves.
+        if cfg.finetune.packing and samples and split == "train":
+            rows = pack_rows([len(s) - 1 for s in samples], cfg.seq_len)
+            positions = sum(len(s) - 1 for s in samples)
+            report.extra.update(rows=len(rows), packing_efficiency=round(positions / (len(rows) * cfg.seq_len), 4))
+        report.publish(cfg.run_dir, dist.is_main, cfg.finetune.max_bad_fraction)
+        return samples, rows
+
+    def _collate(self, cfg: Config, tokenizer, samples, rows):
+        from gpt_dist.finetune.packing import packed_batch, padded_batch
+
+        pad = tokenizer.eot_id
+        if rows is None:
+            return lambda idx: padded_batch([(samples[i].ids, samples[i].trained) for i in idx], cfg.seq_len, pad)
+        return lambda idx: packed_batch([[(samples[j].ids, samples[j].trained) for j in rows[i]] for i in idx],
+                                        cfg.seq_len, pad)
+
+    def train_loader(self, cfg: Config, dist: DistInfo, tokenizer):
+        samples, rows = self._samples(cfg, dist, tokenizer, "train")
+        units = len(rows) if rows is not None else len(samples)
+        return EpochLoader(units, self._collate(cfg, tokenizer, samples, rows), cfg.train.micro_batch_size,
+                           dist.rank, dist.world_size, cfg.train.seed, "data.train (sft)")
+
+    def val_loader(self, cfg: Config, dist: DistInfo, tokenizer):
+        if not cfg.data.val:
+            return None
+        samples, rows = self._samples(cfg, dist, tokenizer, "val")
+        units = len(rows) if rows is not None else len(samples)
+        return EvalBatches(units, self._collate(cfg, tokenizer, samples, rows), cfg.train.micro_batch_size,
+                           dist.rank, dist.world_size, cfg.eval.batches, "data.val (sft)")
+
+    @staticmethod
+    def _forward(model, batch, reduction: str):
+        return model(batch["input_ids"], batch["labels"], reduction=reduction,
+                     segment_ids=batch.get("segment_ids"), position_ids=batch.get("position_ids"))
+
+    def loss(self, model, batch):
+        trained = (batch["labels"] != -100).sum()
+        return self._forward(model, batch, "mean"), {"trained_tokens": trained.float()}
+
+    def eval_loss(self, model, batch):
+        return self._forward(model, batch, "sum"), (batch["labels"] != -100).sum()
+
+
+class DPO(_ChatStage):
+    """Direct preference optimisation against the frozen starting weights (see finetune.dpo)."""
+
+    def __init__(self, beta: float):
+        super().__init__()
+        self.beta = beta
+        self._data: dict | None = None
+
+    def _prepare(self, cfg: Config, dist: DistInfo, tokenizer) -> dict:
+        """Both splits' pairs and their reference log-probs, scored in one load of the reference."""
+        if self._data is not None:
+            return self._data
+        from gpt_dist.finetune.dpo import attach_reference, reference_logps
+        from gpt_dist.finetune.dpo_data import load_dpo_pairs, pair_batch
+
+        template = self.template(cfg, tokenizer)
+        plain = {}
+        for split in ("train", "val") if cfg.data.val else ("train",):
+            report = DataReport("dpo", split)
+            key = "data.train" if split == "train" else "data.val"
+            pairs = load_dpo_pairs(self._sources(cfg, split), template, cfg.seq_len, report, cfg.train.seed, key=key)
+            report.publish(cfg.run_dir, dist.is_main, cfg.finetune.max_bad_fraction)
+            plain[split] = (len(pairs), lambda idx, pairs=pairs: pair_batch([pairs[i] for i in idx], cfg.seq_len,
+                                                                              tokenizer.eot_id))
+        tables = reference_logps(cfg, dist, list(plain.values()), cfg.train.micro_batch_size)
+        self._data = {
+            split: (n, lambda idx, collate=collate, table=table: attach_reference(collate(idx), table, idx))
+            for (split, (n, collate)), table in zip(plain.items(), tables)
+        }
+        return self._data
+
+    def train_loader(self, cfg: Config, dist: DistInfo, tokenizer):
+        n, collate = self._prepare(cfg, dist, tokenizer)["train"]
+        return EpochLoader(n, collate, cfg.train.micro_batch_size, dist.rank, dist.world_size, cfg.train.seed,
+                           "data.train (dpo)")
+
+    def val_loader(self, cfg: Config, dist: DistInfo, tokenizer):
+        if not cfg.data.val:
+            return None
+        n, collate = self._prepare(cfg, dist, tokenizer)["val"]
+        return EvalBatches(n, collate, cfg.train.micro_batch_size, dist.rank, dist.world_size, cfg.eval.batches,
+                           "data.val (dpo)")
+
+    def _losses(self, model, batch):
+        from gpt_dist.finetune.dpo import dpo_loss, sequence_logps
+
+        logps = sequence_logps(model, batch["input_ids"], batch["labels"])
+        return dpo_loss(logps, batch["ref_logps"].to(logps.dtype), self.beta)
+
+    def loss(self, model, batch):
+        from gpt_dist.finetune.dpo import dpo_metrics
+
+        losses, chosen, rejected = self._losses(model, batch)
+        return losses.mean(), dpo_metrics(chosen, rejected)
+
+    def eval_loss(self, model, batch):
+        losses, _, _ = self._losses(model, batch)
+        return losses.sum(), torch.tensor(losses.shape[0], device=losses.device)

@@ -1,0 +1,113 @@
+"""DPO on the sample preference set, started from the SFT checkpoint: log 2 at step 0, then the
+chosen replies pull ahead; bad pairs are counted and never trained on."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from finetune_helpers import one_thread, tiny_config, train_metrics
+
+from gpt_dist.config import ConfigError
+from gpt_dist.engine.checkpointing import load_init_weights
+from gpt_dist.engine.distributed import DistInfo
+from gpt_dist.finetune.chat_template import DEFAULT_CHAT_TEMPLATE, ChatTemplate
+from gpt_dist.finetune.data_report import DataReport
+from gpt_dist.finetune.dpo import dpo_loss
+from gpt_dist.finetune.dpo_data import load_dpo_pairs
+from gpt_dist.finetune.stages import DPO
+from gpt_dist.model.gpt import GPT
+
+CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+DPO_STEPS = 30
+
+
+def test_loss_is_the_papers_formula():
+    policy = torch.tensor([-3.0, -5.0, -4.0, -4.5])  # chosen x2, then rejected x2
+    ref = torch.tensor([-3.5, -5.0, -3.0, -4.0])
+    loss, chosen, rejected = dpo_loss(policy, ref, beta=0.1)
+    torch.testing.assert_close(chosen, torch.tensor([0.05, 0.0]))
+    torch.testing.assert_close(rejected, torch.tensor([-0.1, -0.05]))
+    want = [-math.log(1 / (1 + math.exp(-(0.05 + 0.1)))), -math.log(1 / (1 + math.exp(-0.05)))]
+    torch.testing.assert_close(loss, torch.tensor(want))
+    same, _, _ = dpo_loss(policy, policy, beta=0.1)
+    torch.testing.assert_close(same, torch.full((2,), math.log(2)))
+
+
+def dpo_config(tmp_path, tokenizer_dir, sft_run, train, extra=()):
+    return tiny_config(tmp_path / "run", "dpo", tokenizer_dir, [train], steps=DPO_STEPS, lr=1e-3,
+                       extra=[f"checkpoint.init_from={sft_run / 'ckpt'}", "train.global_batch_tokens=1024",
+                              "train.warmup_fraction=0.0", *extra])
+
+
+def test_policy_equal_to_reference_gives_log_2(tmp_path, tokenizer_dir, tokenizer, sft_run, sample_files):
+    cfg = dpo_config(tmp_path, tokenizer_dir, sft_run, sample_files["dpo_train"])
+    stage = DPO(beta=cfg.finetune.dpo_beta)
+    batch = next(stage.train_loader(cfg, CPU, tokenizer))
+    assert stage.chat_template == DEFAULT_CHAT_TEMPLATE  # taken over from the SFT checkpoint
+    policy = GPT(cfg.model)
+    load_init_weights(policy, cfg.checkpoint.init_from, cfg.model)
+    with torch.no_grad():
+        loss, metrics = stage.loss(policy.eval(), batch)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-5)
+    assert metrics["reward_margin"].item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_training_separates_chosen_from_rejected(tmp_path, tokenizer_dir, sft_run, sample_files):
+    from gpt_dist.engine.trainer import train
+
+    cfg = dpo_config(tmp_path, tokenizer_dir, sft_run, sample_files["dpo_train"],
+                     extra=[f"data.val={sample_files['dpo_val']}"])
+    with one_thread():
+        result = train(cfg)
+    assert result.step == DPO_STEPS
+    rows = train_metrics(tmp_path / "run")
+    assert rows[0]["step"] == 1 and rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert {"reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected"} <= set(rows[-1])
+    first, last = rows[:5], rows[-5:]
+
+    def mean(rs, key):
+        return sum(r[key] for r in rs) / len(rs)
+
+    assert mean(last, "reward_accuracy") > 0.9
+    assert mean(last, "reward_margin") > mean(first, "reward_margin") + 1.0
+    assert mean(last, "reward_chosen") > mean(last, "reward_rejected")
+    val = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+    assert val[-1]["loss"] < math.log(2)
+
+
+BAD_PAIRS = {
+    "chosen_equals_rejected": {"prompt": "Say hi. MARKER", "chosen": "Hi.", "rejected": "Hi. "},
+    "unknown_format": {"prompt": "Say hi. MARKER", "chosen": "Hi."},
+    "unknown_role": {"messages": [{"role": "robot", "content": "MARKER"}], "chosen": "a", "rejected": "b"},
+    "bad_prompt": {"messages": [{"role": "user", "content": "MARKER"}, {"role": "assistant", "content": "x"}],
+                   "chosen": "a", "rejected": "b"},
+    "prompt_longer_than_context": {"prompt": "MARKER " + "word " * 400, "chosen": "a", "rejected": "b"},
+    "reply_does_not_fit": {"prompt": "Say hi.", "chosen": "Hi.", "rejected": "MARKER " + "no " * 400},
+    "end_marker_in_content": {"prompt": "Say hi.", "chosen": "Hi.<|endoftext|>MARKER", "rejected": "b"},
+    "bad_content": {"prompt": "Say hi.", "chosen": "", "rejected": "MARKER"},
+}
+
+
+def test_bad_pairs_are_counted_and_never_trained_on(tmp_path, tokenizer):
+    good = [{"prompt": f"Question {i}?", "chosen": f"Right {i}.", "rejected": f"Wrong {i}."} for i in range(4)]
+    lines = [json.dumps(p) for p in good + list(BAD_PAIRS.values())] + ["not json"]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    report = DataReport("dpo", "train")
+    tpl = ChatTemplate(DEFAULT_CHAT_TEMPLATE, tokenizer)
+    pairs = load_dpo_pairs([(str(tmp_path / "pairs.jsonl"), 1.0)], tpl, 128, report, seed=0)
+    assert report.dropped == {**{k: 1 for k in BAD_PAIRS}, "invalid_json": 1}
+    assert len(pairs) == report.kept == 4
+    text = "".join(tokenizer.decode(p.chosen_ids.tolist()) + tokenizer.decode(p.rejected_ids.tolist()) for p in pairs)
+    assert "MARKER" not in text and "Right 3." in text
+    # the loss is on the reply only: both sequences share the prompt, and only the replies are labelled
+    p = pairs[0]
+    assert tokenizer.decode(p.chosen_ids[p.chosen_trained].tolist()) == " Right 0." + tokenizer.eot_token
+    assert tokenizer.decode(p.rejected_ids[p.rejected_trained].tolist()) == " Wrong 0." + tokenizer.eot_token
+
+
+def test_dpo_without_starting_weights_is_a_config_error(tmp_path, tokenizer_dir, sample_files):
+    with pytest.raises(ConfigError, match="checkpoint.init_from: stage: dpo needs the starting weights"):
+        tiny_config(tmp_path, "dpo", tokenizer_dir, [sample_files["dpo_train"]])
