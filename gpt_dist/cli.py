@@ -22,6 +22,8 @@ COMMANDS = [
     "inspect",
     "train",
     "convert",
+    "eval",
+    "bench",
     "generate",
     "chat",
 ]

@@ -41,3 +41,19 @@ def sample_shards(tmp_path_factory) -> Path:
     subprocess.run([str(gpt_dist), "prepare", "--sample", "--output", str(out)], check=True, cwd=REPO_ROOT,
                    capture_output=True)
     return out
+
+
+_DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_group_env():
+    """An in-process `train()` runs as a world of one and sets RANK, MASTER_PORT, ... in
+    os.environ; commands later tests start must not inherit them."""
+    saved = {k: os.environ.get(k) for k in _DIST_VARS}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

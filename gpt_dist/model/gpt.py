@@ -130,6 +130,14 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if cfg.padded_vocab_size > cfg.vocab_size:
+            # Padding rows only give the LM-head matmul a friendlier shape. A -inf bias keeps
+            # their logits out of the softmax inside the matmul itself, so the loss never slices
+            # (and copies) the logits. A buffer: no gradient, not saved, not in the optimizer.
+            pad = torch.zeros(cfg.padded_vocab_size)
+            pad[cfg.vocab_size :] = float("-inf")
+            del self.lm_head.bias
+            self.lm_head.register_buffer("bias", pad, persistent=False)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -191,11 +199,11 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.length = past + t
         x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)[..., : self.config.vocab_size]  # padding rows never reach the softmax
+        logits = self.lm_head(x)  # (B, T, padded vocab); padding columns are -inf
         if targets is None:
-            return logits
+            return logits[..., : self.config.vocab_size]
         loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+            logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
         ).view(b, t)
         if reduction == "none":
             return loss

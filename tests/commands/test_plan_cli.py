@@ -9,7 +9,7 @@ import pytest
 
 from gpt_dist.cli import main
 
-# Exactly as docs/readme/plan.md shows them.
+# Exactly as docs/plan.md shows them.
 README_COMMANDS = [
     "gpt-dist plan --model gpt2-xl --gpus 16 --gpu a100-80gb --tokens 3e10",
     "gpt-dist plan --model gpt2 --json",

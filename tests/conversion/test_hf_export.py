@@ -26,7 +26,7 @@ from gpt_dist.model.gpt import GPT
 
 pytestmark = pytest.mark.slow  # one deepspeed launcher run (2 gloo ranks) for the whole module
 TAG = "step_00000003"
-# Exactly as docs/readme/conversion.md shows them.
+# Exactly as docs/conversion.md shows them.
 TO_HF = "gpt-dist convert to-hf runs/gpt2/ckpt exports/gpt2-hf"
 TO_HF_TAG_BF16 = "gpt-dist convert to-hf runs/gpt2/ckpt exports/gpt2-hf-bf16 --tag step_00001000 --dtype bf16"
 
@@ -74,7 +74,7 @@ def test_greedy_generation_matches(ds_checkpoints, tmp_path):
 
 @pytest.fixture
 def workspace(ds_checkpoints, tmp_path, monkeypatch) -> Path:
-    """A directory laid out as docs/readme/conversion.md assumes: runs/gpt2/ckpt holds the
+    """A directory laid out as docs/conversion.md assumes: runs/gpt2/ckpt holds the
     ZeRO-3 checkpoint as step_00001000, and a later save killed half-way (no COMPLETE)."""
     ckpt = tmp_path / "runs" / "gpt2" / "ckpt"
     src = ds_checkpoints["zero3_fp32"] / TAG

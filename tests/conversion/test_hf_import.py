@@ -19,7 +19,7 @@ from gpt_dist.conversion import export_hf, import_hf, load_weights, pad_vocab
 from gpt_dist.errors import CheckpointError
 from gpt_dist.model.gpt import GPT
 
-# Exactly as docs/readme/conversion.md shows it.
+# Exactly as docs/conversion.md shows it.
 FROM_HF = "gpt-dist convert from-hf downloads/gpt2 runs/from-openai/ckpt"
 
 

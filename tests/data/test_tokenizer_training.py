@@ -155,9 +155,8 @@ def test_train_tokenizer_then_prepare_with_it_as_in_the_readme(readme_dir, capsy
     assert rc == 0
     tok = load_tokenizer(TokenizerConfig(kind="sentencepiece", path=str(readme_dir / "tokenizer")))
     assert tok.vocab_size == 400
-    rc = run_cli("prepare", "--input", "corpus.txt", "--txt-unit", "paragraph", "--tokenizer", "sentencepiece",
-                 "--tokenizer-path", "tokenizer", "--seq-len", "64", "--val-fraction", "0.1", "--output", "data/mine",
-                 cwd=readme_dir)
+    prepare = "gpt-dist prepare --input corpus.txt --txt-unit paragraph --tokenizer sentencepiece --tokenizer-path tokenizer --seq-len 64 --val-fraction 0.1 --output data/mine"  # noqa: E501
+    rc = run_cli(*prepare.split()[1:], cwd=readme_dir)
     assert rc == 0
     m = read_manifest(readme_dir / "data/mine/train")
     assert m.tokenizer["kind"] == "sentencepiece" and m.tokenizer["fingerprint"] == tok.fingerprint

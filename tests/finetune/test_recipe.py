@@ -1,4 +1,4 @@
-"""The fine-tuning recipe of docs/readme/finetune.md, run command by command as written in a
+"""The fine-tuning recipe of docs/finetune.md, run command by command as written in a
 fresh directory: sample data -> CPT -> SFT -> DPO -> Hugging Face export -> generate / chat.
 
 The training commands run as written plus `--set` overrides that shorten them to a couple of

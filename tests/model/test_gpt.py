@@ -98,6 +98,11 @@ def test_vocab_padding_does_not_change_results():
     assert lq.shape[-1] == 97
     torch.testing.assert_close(lp, lq, rtol=0, atol=1e-6)
     torch.testing.assert_close(plain(x, x), padded(x, x), rtol=0, atol=1e-6)
+    # the padding mask is neither a parameter nor saved, and padding rows learn nothing
+    assert "lm_head.bias" not in padded.state_dict()
+    assert "lm_head.bias" not in dict(padded.named_parameters())
+    padded(x, x).backward()
+    assert torch.all(padded.transformer.wte.weight.grad[97:] == 0)
 
 
 def test_activation_checkpointing_gives_same_gradients():

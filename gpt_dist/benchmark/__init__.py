@@ -1,0 +1,9 @@
+"""How fast a configuration trains, measured before cluster days are spent on it.
+
+    train_step.py     one training step (forward, backward, optimizer) as gpt_dist trains:
+                      the bare model with AdamW, or a DeepSpeed engine
+    hf_reference.py   Hugging Face's GPT2LMHeadModel computing the same function as our GPT
+    training.py       `gpt-dist bench --model`: timed steps, tokens/s, MFU, peak memory,
+                      and the alternating comparison against the Hugging Face model
+    loader.py         `gpt-dist bench --data`: the training loader alone, tokens/s per rank
+"""
