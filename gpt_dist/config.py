@@ -222,12 +222,11 @@ def load_config(
     `base` is an optional dict merged before the files (used when re-loading a config
     saved with a checkpoint). Raises ConfigError naming the file and key at fault.
     """
-    merged = OmegaConf.structured(Config)
     layers: list[tuple[str, Any]] = []
     if base is not None:
         layers.append(("<saved config>", base))
     for p in paths:
-        layers.append((str(p), _read_yaml(Path(p))))
+        layers.append((str(p), read_yaml_mapping(Path(p), "sections (model:, train:, ...)")))
     if overrides:
         for item in overrides:
             if "=" not in item:
@@ -237,20 +236,28 @@ def load_config(
         except Exception as e:  # noqa: BLE001 - grammar errors of the override syntax
             raise ConfigError(f"--set {' '.join(overrides)}: {e}") from None
         layers.append(("--set", OmegaConf.to_container(dot)))
-    for source, layer in layers:
-        try:
-            merged = OmegaConf.merge(merged, layer)
-        except (oc_errors.ConfigKeyError, oc_errors.ValidationError, oc_errors.ConfigTypeError) as e:
-            raise ConfigError(_explain(source, e)) from None
-    try:
-        cfg: Config = OmegaConf.to_object(merged)
-    except oc_errors.MissingMandatoryValue as e:
-        raise ConfigError(f"{e.full_key}: required but not set; give it a value in a config file") from None
+    cfg: Config = merge_layers(Config, layers)
     resolve_and_validate(cfg)
     return cfg
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def merge_layers(schema: type, layers: Sequence[tuple[str, Any]]) -> Any:
+    """Merge dict `layers` (source name, mapping) onto the dataclass `schema`, later layers
+    winning, and build the dataclass instance. Errors name the source and the key."""
+    merged = OmegaConf.structured(schema)
+    for source, layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except (oc_errors.ConfigKeyError, oc_errors.ValidationError, oc_errors.ConfigTypeError) as e:
+            raise ConfigError(_explain(source, e, schema)) from None
+    try:
+        return OmegaConf.to_object(merged)
+    except oc_errors.MissingMandatoryValue as e:
+        raise ConfigError(f"{e.full_key}: required but not set; give it a value in a config file") from None
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (`what` says of what, for the error)."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -260,13 +267,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (model:, train:, ...)")
+        raise ConfigError(f"{path}: the top level must be a mapping of {what}")
     return data
 
 
-def _dataclass_at(path: str) -> type | None:
-    """The dataclass that holds the field at dotted `path` (its parent), if any."""
-    cls: type | None = Config
+def _dataclass_at(root: type, path: str) -> type | None:
+    """The dataclass that holds the field at dotted `path` (its parent) under `root`, if any."""
+    cls: type | None = root
     for part in path.split(".")[:-1]:
         if part.isdigit():  # an index into a list of dataclasses
             continue
@@ -286,12 +293,12 @@ def _field_dataclass(cls: type, name: str) -> type | None:
     return None
 
 
-def _explain(source: str, e: Exception) -> str:
+def _explain(source: str, e: Exception, root: type) -> str:
     key = getattr(e, "full_key", None) or "?"
     key = key.replace("[", ".").replace("]", "")
     if isinstance(e, oc_errors.ConfigKeyError) or "not in" in str(e).split("\n")[0]:
         leaf = key.split(".")[-1]
-        parent_cls = _dataclass_at(key)
+        parent_cls = _dataclass_at(root, key)
         hint = ""
         if parent_cls is not None:
             names = [f.name for f in dataclasses.fields(parent_cls)]
@@ -306,12 +313,12 @@ def _explain(source: str, e: Exception) -> str:
 # -------------------------------------------------------------------------- validation
 
 
-def _need(cond: bool, key: str, problem: str, fix: str) -> None:
+def need(cond: bool, key: str, problem: str, fix: str) -> None:
     if not cond:
         raise ConfigError(f"{key}: {problem}; {fix}")
 
 
-def _choice(value: str, key: str, choices: Sequence[str]) -> None:
+def choice(value: str, key: str, choices: Sequence[str]) -> None:
     if value not in choices:
         close = difflib.get_close_matches(str(value), choices, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -329,71 +336,71 @@ def resolve_model_config(m: ModelConfig) -> ModelConfig:
             if getattr(m, k) is None:
                 setattr(m, k, v)
     for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
-        _need(getattr(m, k) is not None, f"model.{k}", "not set", "set it or choose a model.preset")
-        _need(getattr(m, k) > 0, f"model.{k}", f"must be positive, got {getattr(m, k)}", "use a positive integer")
-    _need(
+        need(getattr(m, k) is not None, f"model.{k}", "not set", "set it or choose a model.preset")
+        need(getattr(m, k) > 0, f"model.{k}", f"must be positive, got {getattr(m, k)}", "use a positive integer")
+    need(
         m.n_embd % m.n_head == 0,
         "model.n_embd",
         f"{m.n_embd} is not divisible by model.n_head={m.n_head}",
         f"use an n_embd that is a multiple of n_head (e.g. {m.n_head * max(1, round(m.n_embd / m.n_head))})",
     )
-    _need(m.vocab_pad_multiple >= 1, "model.vocab_pad_multiple", "must be >= 1", "use 1 (no padding), 64 or 128")
-    _need(0.0 <= m.dropout < 1.0, "model.dropout", f"{m.dropout} is outside [0, 1)", "use 0.0 for pre-training")
-    _choice(m.attn_impl, "model.attn_impl", ATTN_IMPLS)
+    need(m.vocab_pad_multiple >= 1, "model.vocab_pad_multiple", "must be >= 1", "use 1 (no padding), 64 or 128")
+    need(0.0 <= m.dropout < 1.0, "model.dropout", f"{m.dropout} is outside [0, 1)", "use 0.0 for pre-training")
+    choice(m.attn_impl, "model.attn_impl", ATTN_IMPLS)
     return m
 
 
 def resolve_and_validate(cfg: Config) -> Config:
     """Check values that depend on each other. Mutates (fills presets) and returns `cfg`."""
-    _choice(cfg.stage, "stage", STAGES)
+    choice(cfg.stage, "stage", STAGES)
     resolve_model_config(cfg.model)
-    _choice(cfg.tokenizer.kind, "tokenizer.kind", TOKENIZER_KINDS)
+    choice(cfg.tokenizer.kind, "tokenizer.kind", TOKENIZER_KINDS)
     t = cfg.train
-    _choice(t.precision, "train.precision", PRECISIONS)
-    _choice(t.schedule, "train.schedule", SCHEDULES)
-    _need(t.micro_batch_size > 0, "train.micro_batch_size", "must be positive", "use e.g. 8")
-    _need(
+    choice(t.precision, "train.precision", PRECISIONS)
+    choice(t.schedule, "train.schedule", SCHEDULES)
+    need(t.micro_batch_size > 0, "train.micro_batch_size", "must be positive", "use e.g. 8")
+    need(
         cfg.seq_len <= cfg.model.block_size,
         "train.seq_len",
         f"{cfg.seq_len} exceeds model.block_size={cfg.model.block_size}",
         "lower train.seq_len or raise model.block_size",
     )
-    _need(t.lr > 0 and t.min_lr >= 0, "train.lr", "learning rates must be positive", "set train.lr > 0, train.min_lr >= 0")
-    _need(t.min_lr <= t.lr, "train.min_lr", f"{t.min_lr} is above train.lr={t.lr}", "set min_lr <= lr (e.g. lr/10)")
-    _need(0.0 <= t.warmup_fraction < 1.0, "train.warmup_fraction", "must be in [0, 1)", "use e.g. 0.02")
-    _need(0.0 < t.decay_fraction <= 1.0, "train.decay_fraction", "must be in (0, 1]", "use e.g. 0.2")
-    _need(t.grad_clip >= 0, "train.grad_clip", "must be >= 0", "use 1.0, or 0 to disable clipping")
-    _need(t.max_steps is None or t.max_steps > 0, "train.max_steps", "must be positive", "set a step count or null")
-    _need(t.exit_after_steps is None or t.exit_after_steps > 0, "train.exit_after_steps", "must be positive", "set a step count or null")
-    _need(t.max_tokens > 0, "train.max_tokens", "must be positive", "set a token budget, e.g. 1.0e10")
+    need(t.lr > 0 and t.min_lr >= 0, "train.lr", "learning rates must be positive", "set train.lr > 0, train.min_lr >= 0")
+    need(t.min_lr <= t.lr, "train.min_lr", f"{t.min_lr} is above train.lr={t.lr}", "set min_lr <= lr (e.g. lr/10)")
+    need(0.0 <= t.warmup_fraction < 1.0, "train.warmup_fraction", "must be in [0, 1)", "use e.g. 0.02")
+    need(0.0 < t.decay_fraction <= 1.0, "train.decay_fraction", "must be in (0, 1]", "use e.g. 0.2")
+    need(t.grad_clip >= 0, "train.grad_clip", "must be >= 0", "use 1.0, or 0 to disable clipping")
+    need(t.max_steps is None or t.max_steps > 0, "train.max_steps", "must be positive", "set a step count or null")
+    need(t.exit_after_steps is None or t.exit_after_steps > 0, "train.exit_after_steps", "must be positive", "set a step count or null")
+    need(t.max_tokens > 0, "train.max_tokens", "must be positive", "set a token budget, e.g. 1.0e10")
     # The world size is checked again at launch; at load, the batch must fit one rank.
     check_batch_geometry(cfg, world_size=1)
-    _need(cfg.engine.zero_stage in (0, 1, 2, 3), "engine.zero_stage", f"{cfg.engine.zero_stage} is not 0-3", "use 0, 1, 2 or 3")
-    _choice(cfg.checkpoint.resume, "checkpoint.resume", RESUME_MODES)
-    _need(cfg.checkpoint.every_steps > 0, "checkpoint.every_steps", "must be positive", "use e.g. 1000")
-    _need(cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", "keep at least the latest one")
-    _choice(cfg.log.wandb.mode, "log.wandb.mode", WANDB_MODES)
-    _need(cfg.log.every_steps > 0, "log.every_steps", "must be positive", "use e.g. 10")
-    _need(cfg.eval.every_steps > 0, "eval.every_steps", "must be positive", "use e.g. 500")
+    need(cfg.engine.zero_stage in (0, 1, 2, 3), "engine.zero_stage", f"{cfg.engine.zero_stage} is not 0-3", "use 0, 1, 2 or 3")
+    choice(cfg.checkpoint.resume, "checkpoint.resume", RESUME_MODES)
+    need(cfg.checkpoint.every_steps > 0, "checkpoint.every_steps", "must be positive", "use e.g. 1000")
+    need(cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", "keep at least the latest one")
+    choice(cfg.log.wandb.mode, "log.wandb.mode", WANDB_MODES)
+    need(cfg.log.every_steps > 0, "log.every_steps", "must be positive", "use e.g. 10")
+    need(cfg.eval.every_steps > 0, "eval.every_steps", "must be positive", "use e.g. 500")
     for i, src in enumerate(cfg.data.train):
-        _need(src.weight > 0, f"data.train[{i}].weight", f"must be positive, got {src.weight}", "drop the source or give it a weight > 0")
-    _need(cfg.data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {cfg.data.num_workers}", "use 0 (in-process) or e.g. 2")
-    _need(cfg.data.shuffle_window >= 1, "data.shuffle_window", f"must be >= 1, got {cfg.data.shuffle_window}", "use e.g. 8")
+        need(src.weight > 0, f"data.train[{i}].weight", f"must be positive, got {src.weight}", "drop the source or give it a weight > 0")
+    need(cfg.data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {cfg.data.num_workers}", "use 0 (in-process) or e.g. 2")
+    need(cfg.data.shuffle_window >= 1, "data.shuffle_window", f"must be >= 1, got {cfg.data.shuffle_window}", "use e.g. 8")
     _validate_finetune(cfg)
     return cfg
 
 
 def _validate_finetune(cfg: Config) -> None:
     f = cfg.finetune
-    _choice(f.overlong, "finetune.overlong", OVERLONG_POLICIES)
-    _need(0.0 <= f.max_bad_fraction <= 1.0, "finetune.max_bad_fraction", f"{f.max_bad_fraction} is outside [0, 1]",
+    choice(f.overlong, "finetune.overlong", OVERLONG_POLICIES)
+    need(0.0 <= f.max_bad_fraction <= 1.0, "finetune.max_bad_fraction", f"{f.max_bad_fraction} is outside [0, 1]",
           "use e.g. 0.1 (1.0 never stops)")
-    _need(f.dpo_beta > 0, "finetune.dpo_beta", f"must be positive, got {f.dpo_beta}", "use e.g. 0.1")
+    need(f.dpo_beta > 0, "finetune.dpo_beta", f"must be positive, got {f.dpo_beta}", "use e.g. 0.1")
     if cfg.stage in ("sft", "dpo"):
-        _need(len(cfg.data.train) > 0, "data.train", f"stage: {cfg.stage} needs training data",
+        need(len(cfg.data.train) > 0, "data.train", f"stage: {cfg.stage} needs training data",
               f"list the {cfg.stage.upper()} jsonl files, e.g. data.train: [{{path: data/{cfg.stage}.jsonl}}]")
     if cfg.stage == "dpo":
-        _need(bool(cfg.checkpoint.init_from), "checkpoint.init_from",
+        need(bool(cfg.checkpoint.init_from), "checkpoint.init_from",
               "stage: dpo needs the starting weights, which are also its frozen reference model",
               "set it to the SFT checkpoint directory (or a Hugging Face GPT-2 directory)")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The runs recorded in docs/benchmarks/bench.md: gpt_dist's training step against Hugging Face
+# The runs recorded in docs/benchmarks.md: gpt_dist's training step against Hugging Face
 # GPT2LMHeadModel (same weights, batches, dtype and AdamW, alternating), and the loader alone.
 #
 #   tools/bench_train_step.sh OUT_DIR [SHARDS_DIR]

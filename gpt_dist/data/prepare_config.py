@@ -17,16 +17,11 @@ gpt_dist/commands/prepare.py. Errors name the key and the fix, like gpt_dist.con
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-from omegaconf import OmegaConf
-from omegaconf import errors as oc_errors
-
-from gpt_dist.config import TOKENIZER_KINDS, ConfigError, TokenizerConfig
+from gpt_dist.config import TOKENIZER_KINDS, TokenizerConfig, choice, merge_layers, need, read_yaml_mapping
 from gpt_dist.data.readers import FORMATS, TXT_UNITS
 
 
@@ -155,106 +150,47 @@ class PrepareConfig:
 
 def load_prepare_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PrepareConfig:
     """The YAML file (optional) with `overrides` (a nested dict, e.g. from CLI flags) on top, validated."""
-    merged = OmegaConf.structured(PrepareConfig)
     layers = []
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping (output:, sources:, ...)")
-        layers.append((str(p), data))
+        layers.append((str(path), read_yaml_mapping(Path(path), "settings (output:, sources:, ...)")))
     if overrides:
         layers.append(("command line", overrides))
-    for where, layer in layers:
-        try:
-            merged = OmegaConf.merge(merged, layer)
-        except (oc_errors.ConfigKeyError, oc_errors.ValidationError, oc_errors.ConfigTypeError) as e:
-            raise ConfigError(_explain(where, e)) from None
-    try:
-        cfg: PrepareConfig = OmegaConf.to_object(merged)
-    except oc_errors.MissingMandatoryValue as e:
-        raise ConfigError(f"{e.full_key}: required but not set; give it a value") from None
+    cfg: PrepareConfig = merge_layers(PrepareConfig, layers)
     validate(cfg)
     return cfg
 
 
-def _explain(where: str, e: Exception) -> str:
-    key = (getattr(e, "full_key", None) or "?").replace("[", ".").replace("]", "")
-    msg = str(e).split("\n")[0]
-    if isinstance(e, oc_errors.ConfigKeyError) or "not in" in msg:
-        cls: Any = PrepareConfig
-        for part in key.split(".")[:-1]:
-            if part.isdigit():
-                continue
-            t = {f.name: f.type for f in dataclasses.fields(cls)}.get(part)
-            cls = _dataclass_named(str(t)) if t else None
-            if cls is None:
-                break
-        if cls is not None:
-            names = [f.name for f in dataclasses.fields(cls)]
-            close = difflib.get_close_matches(key.split(".")[-1], names, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            return f"{where}: unknown key '{key}'{hint} Valid keys here: {', '.join(names)}"
-        return f"{where}: unknown key '{key}'"
-    return f"{where}: key '{key}': {msg}"
-
-
-def _dataclass_named(type_str: str) -> type | None:
-    for cls in (SourceConfig, NormalizeConfig, LanguageConfig, QualityConfig, WordListConfig, ExactDedupConfig,
-                MinHashConfig, SlurmConfig, ExecutorConfig, TokenizerConfig):
-        if cls.__name__ in type_str:
-            return cls
-    return None
-
-
-def _need(cond: bool, key: str, problem: str, fix: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {problem}; {fix}")
-
-
-def _choice(value: str, key: str, choices: tuple[str, ...] | list[str]) -> None:
-    if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}{hint}")
-
-
 def validate(cfg: PrepareConfig) -> PrepareConfig:
-    _need(cfg.output is not None, "output", "not set", "give --output DIR or output: in the config")
-    _need(len(cfg.sources) > 0, "sources", "no input", "list sources in the config, or give --input FILES / --sample")
+    need(cfg.output is not None, "output", "not set", "give --output DIR or output: in the config")
+    need(len(cfg.sources) > 0, "sources", "no input", "list sources in the config, or give --input FILES / --sample")
     names = [s.name for s in cfg.sources]
-    _need(len(set(names)) == len(names), "sources", f"duplicate source names {names}", "give each source its own name")
+    need(len(set(names)) == len(names), "sources", f"duplicate source names {names}", "give each source its own name")
     for i, s in enumerate(cfg.sources):
-        _choice(s.format, f"sources[{i}].format", ("auto",) + FORMATS)
-        _choice(s.txt_unit, f"sources[{i}].txt_unit", TXT_UNITS)
-        _need(bool(s.name) and "/" not in s.name, f"sources[{i}].name", f"{s.name!r} is not a usable name",
+        choice(s.format, f"sources[{i}].format", ("auto",) + FORMATS)
+        choice(s.txt_unit, f"sources[{i}].txt_unit", TXT_UNITS)
+        need(bool(s.name) and "/" not in s.name, f"sources[{i}].name", f"{s.name!r} is not a usable name",
               "use a short name without '/'")
-    _choice(cfg.tokenizer.kind, "tokenizer.kind", TOKENIZER_KINDS)
-    _need(cfg.seq_len >= 1, "seq_len", f"must be >= 1, got {cfg.seq_len}", "use e.g. 1024 (the model's block_size)")
-    _choice(cfg.dtype, "dtype", ("auto", "uint16", "uint32"))
-    _need(0.0 <= cfg.val_fraction < 1.0, "val_fraction", f"{cfg.val_fraction} is outside [0, 1)", "use e.g. 0.005")
-    _need(cfg.shard_tokens >= cfg.seq_len + 1, "shard_tokens", f"{cfg.shard_tokens} is below one sample",
+    choice(cfg.tokenizer.kind, "tokenizer.kind", TOKENIZER_KINDS)
+    need(cfg.seq_len >= 1, "seq_len", f"must be >= 1, got {cfg.seq_len}", "use e.g. 1024 (the model's block_size)")
+    choice(cfg.dtype, "dtype", ("auto", "uint16", "uint32"))
+    need(0.0 <= cfg.val_fraction < 1.0, "val_fraction", f"{cfg.val_fraction} is outside [0, 1)", "use e.g. 0.005")
+    need(cfg.shard_tokens >= cfg.seq_len + 1, "shard_tokens", f"{cfg.shard_tokens} is below one sample",
           f"use at least seq_len + 1 = {cfg.seq_len + 1} (e.g. 67108864)")
-    _need(0.0 <= cfg.language.min_score <= 1.0, "language.min_score", "must be in [0, 1]", "use e.g. 0.5")
-    _need(len(cfg.language.keep) > 0, "language.keep", "empty", "list languages to keep, or set language.enabled: false")
-    _need(cfg.wordlist.max_ratio >= 0, "wordlist.max_ratio", "must be >= 0", "use 0 to drop on any match")
+    need(0.0 <= cfg.language.min_score <= 1.0, "language.min_score", "must be in [0, 1]", "use e.g. 0.5")
+    need(len(cfg.language.keep) > 0, "language.keep", "empty", "list languages to keep, or set language.enabled: false")
+    need(cfg.wordlist.max_ratio >= 0, "wordlist.max_ratio", "must be >= 0", "use 0 to drop on any match")
     m = cfg.minhash
-    _need(m.ngram >= 1, "minhash.ngram", "must be >= 1", "use e.g. 5")
-    _need(0.0 < m.threshold < 1.0, "minhash.threshold", f"{m.threshold} is outside (0, 1)", "use e.g. 0.8")
-    _need((m.bands is None) == (m.rows is None), "minhash.bands", "set together with minhash.rows",
+    need(m.ngram >= 1, "minhash.ngram", "must be >= 1", "use e.g. 5")
+    need(0.0 < m.threshold < 1.0, "minhash.threshold", f"{m.threshold} is outside (0, 1)", "use e.g. 0.8")
+    need((m.bands is None) == (m.rows is None), "minhash.bands", "set together with minhash.rows",
           "set both, or neither to derive them from minhash.threshold")
-    _need(m.bands is None or (m.bands >= 1 and m.rows >= 1), "minhash.bands", "bands and rows must be >= 1", "use e.g. 14 and 8")
-    _need(m.num_perm >= 2, "minhash.num_perm", "must be >= 2", "use e.g. 112")
+    need(m.bands is None or (m.bands >= 1 and m.rows >= 1), "minhash.bands", "bands and rows must be >= 1", "use e.g. 14 and 8")
+    need(m.num_perm >= 2, "minhash.num_perm", "must be >= 2", "use e.g. 112")
     e = cfg.executor
-    _choice(e.kind, "executor.kind", ("local", "slurm"))
-    _need(e.tasks is None or e.tasks >= 1, "executor.tasks", "must be >= 1", "use e.g. the number of input files")
-    _need(e.workers is None or e.workers >= 1, "executor.workers", "must be >= 1", "or null for the default")
+    choice(e.kind, "executor.kind", ("local", "slurm"))
+    need(e.tasks is None or e.tasks >= 1, "executor.tasks", "must be >= 1", "use e.g. the number of input files")
+    need(e.workers is None or e.workers >= 1, "executor.workers", "must be >= 1", "or null for the default")
     if e.kind == "slurm":
-        _need(bool(e.slurm.partition), "executor.slurm.partition", "required with executor.kind: slurm",
+        need(bool(e.slurm.partition), "executor.slurm.partition", "required with executor.kind: slurm",
               "set it to your cluster's CPU partition")
     return cfg

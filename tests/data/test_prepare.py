@@ -287,7 +287,7 @@ def test_output_folders_of_another_tokenizer_empty_results_and_dtype(tmp_path, s
 def test_config_errors_name_the_key_and_the_fix(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("output: x\nsources: [{name: a, path: a.jsonl}]\nminhash: {treshold: 0.9}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'minhash.treshold'; did you mean 'threshold'\?"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'minhash.treshold'; did you mean 'minhash.threshold'\?"):
         load_prepare_config(bad)
     with pytest.raises(ConfigError, match="sources: no input; list sources in the config, or give --input FILES / --sample"):
         load_prepare_config(None, {"output": "x"})
