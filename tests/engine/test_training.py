@@ -156,3 +156,15 @@ def test_bad_batch_geometry_for_the_world_size_is_a_clear_error(run_train, tmp_p
     assert "train.global_batch_tokens: 1536 is not a multiple" in r.output and "data-parallel ranks (2)" in r.output
     assert "use 1024" in r.output and "2048" in r.output
 
+
+
+def test_wandb_offline_run_records_the_metrics(run_train, tmp_path):
+    r = run_train(tmp_path, world=1, overrides=["train.micro_batch_size=2", "train.global_batch_tokens=512",
+                                                "train.max_steps=3", "log.wandb.mode=offline", "eval.every_steps=3"])
+    assert r.returncode == 0, r.output[-3000:]
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((tmp_path / "wandb").iterdir())
+    history = list(runs[0].glob("run-*.wandb"))
+    assert history and history[0].stat().st_size > 0
+    records = history[0].read_bytes()  # the run's protobuf records hold the logged keys
+    assert b"train/loss" in records and b"train/tokens_per_s" in records and b"val/loss" in records
