@@ -199,6 +199,10 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.length = past + t
         x = self.transformer.ln_f(x)
+        head_bias = getattr(self.lm_head, "bias", None)
+        if head_bias is not None and head_bias.dtype != x.dtype:
+            # Engines cast parameters, not buffers (DeepSpeed's bf16/fp16): follow the activations.
+            self.lm_head.bias = head_bias.to(x.dtype)
         logits = self.lm_head(x)  # (B, T, padded vocab); padding columns are -inf
         if targets is None:
             return logits[..., : self.config.vocab_size]

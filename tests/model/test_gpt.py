@@ -152,6 +152,15 @@ def test_runs_in_the_dtype_it_is_given():
     assert model(x, x).dtype == torch.float32  # the loss is always computed in fp32
 
 
+def test_runs_when_an_engine_casts_only_the_parameters():
+    """DeepSpeed's bf16 casts parameters, not buffers such as the vocab-padding mask."""
+    model = GPT(tiny(vocab_pad_multiple=64))
+    for p in model.parameters():
+        p.data = p.data.to(torch.bfloat16)
+    x = torch.randint(0, 97, (2, 8))
+    assert torch.isfinite(model(x, x)) and model(x).dtype == torch.bfloat16
+
+
 def test_attn_impl_resolution():
     cpu = torch.device("cpu")
     assert resolve_attn_impl("auto", cpu, torch.float32) == "sdpa"
