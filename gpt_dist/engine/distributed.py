@@ -28,6 +28,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _release_shm_workspace() -> None:
+    """Unlink this rank's DeepSpeed CPU all-reduce workspace from /dev/shm once every rank has it mapped.
+
+    DeepSpeed's shared-memory all-reduce (CPU ranks on one host, the deepspeed launcher's
+    LOCAL_SIZE == world size) creates `/dev/shm/deepspeed_allreduce_buffer_{uid}_{addr}_{port}_{rank}`
+    (~66 MiB) per rank and never unlinks it, so every run left ~66 MiB x ranks of RAM behind.
+    After the barrier every peer has mapped every workspace; unlinking only removes the name and
+    the mappings stay valid until the processes exit, even when they are killed."""
+    name = "deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
+        os.getuid(), os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""),
+        torch.distributed.get_rank())
+    if torch.distributed.get_world_size() > 1:
+        torch.distributed.barrier()  # on every rank, whether or not it has a workspace
+    try:
+        os.unlink(os.path.join("/dev/shm", name))
+    except FileNotFoundError:
+        pass  # the shm op is not built, or the ranks span hosts
+
+
 def init_distributed() -> DistInfo:
     """Initialise torch.distributed (nccl on GPUs, gloo on CPU) through DeepSpeed and return
     this process's rank and device. A bare `python -m gpt_dist.cli train` is a world of one."""
@@ -51,6 +70,8 @@ def init_distributed() -> DistInfo:
         device, backend = torch.device("cpu"), "gloo"
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
+        if backend == "gloo":
+            _release_shm_workspace()
     if alone:
         # The group exists; DeepSpeed reads only LOCAL_RANK from here on. Processes this one
         # starts (a launcher, a test's subprocess) must not inherit a port that is now taken.

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -23,11 +24,23 @@ STEPS = 8
 COMPARED = 3  # steps over which ZeRO stages must agree
 
 
+def shm_workspaces() -> set[str]:
+    """DeepSpeed's CPU all-reduce workspaces in /dev/shm (RAM until someone unlinks them)."""
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.glob("deepspeed_allreduce_buffer_*")} if shm.is_dir() else set()
+
+
+class ZeroRuns(dict):
+    """Stage -> Run, plus the /dev/shm workspaces the runs left behind."""
+    shm_left: set[str]
+
+
 @pytest.fixture(scope="module")
 def zero_runs(tmp_path_factory, sample_shards):
     """Uninterrupted runs for ZeRO stages 0-3: 8 steps for 0 and 3 (the references for exact
     resume), the first 3 steps for 1 and 2."""
-    runs = {}
+    runs = ZeroRuns()
+    shm_before = shm_workspaces()
     for stage in (0, 1, 2, 3):
         run_dir = tmp_path_factory.mktemp(f"zero{stage}")
         steps = STEPS if stage in (0, 3) else COMPARED
@@ -38,6 +51,7 @@ def zero_runs(tmp_path_factory, sample_shards):
                            env=dict(os.environ, OMP_NUM_THREADS="1"))
         runs[stage] = Run(p.returncode, p.stdout + p.stderr, run_dir)
         assert p.returncode == 0, runs[stage].output[-3000:]
+    runs.shm_left = shm_workspaces() - shm_before
     return runs
 
 
@@ -64,6 +78,11 @@ def test_run_writes_metrics_checkpoints_and_plot(zero_runs):
     assert meta["world_size"] == 2 and meta["zero_stage"] == 3 and meta["tokens_seen"] == STEPS * 2048
     assert meta["tokenizer"]["fingerprint"] and meta["config"]["model"]["n_layer"] == 4
     assert [e["event"] for e in run.events()][-1] == "finished"
+
+
+def test_runs_leave_no_shared_memory_behind(zero_runs):
+    # Each 2-rank run used to leave 2 x 66 MiB of /dev/shm (RAM) behind for good.
+    assert zero_runs.shm_left == set()
 
 
 @pytest.mark.parametrize("stage", [0, 3])
