@@ -34,6 +34,7 @@ setup(
         "pyarrow",
         "safetensors",
         "transformers>=4.40",
+        "peft>=0.11",  # LoRA adapters (lora.r > 0)
         "protobuf",  # reading SentencePiece model protos for the Hugging Face tokenizer export
     ],
     extras_require={

@@ -182,6 +182,25 @@ class FinetuneConfig:
     dpo_beta: float = 0.1
 
 
+# Linear layers LoRA can adapt: peft matches a name against the end of module paths, so
+# "c_proj" adapts both attention and MLP output projections. The LM head is tied to the
+# token embedding and is never adapted.
+LORA_TARGETS = ("c_attn", "c_proj", "c_fc", "attn.c_proj", "mlp.c_proj")
+
+
+@dataclass
+class LoraConfig:
+    """Low-rank adapters (Hu et al. 2021, through peft) on the attention and MLP projections,
+    for any stage that starts from checkpoint.init_from. The starting weights are frozen; only
+    the adapters train. Checkpoints hold both; everything that reads a checkpoint (convert
+    to-hf, init_from, generate, eval) sees the merged weights W + (alpha / r) * B @ A."""
+
+    r: int = 0  # adapter rank; 0 = off (every weight trains)
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["c_attn", "c_proj", "c_fc"])
+
+
 @dataclass
 class Config:
     stage: str = "pretrain"
@@ -195,6 +214,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     @property
     def seq_len(self) -> int:
@@ -387,7 +407,23 @@ def resolve_and_validate(cfg: Config) -> Config:
     need(cfg.data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {cfg.data.num_workers}", "use 0 (in-process) or e.g. 2")
     need(cfg.data.shuffle_window >= 1, "data.shuffle_window", f"must be >= 1, got {cfg.data.shuffle_window}", "use e.g. 8")
     _validate_finetune(cfg)
+    _validate_lora(cfg)
     return cfg
+
+
+def _validate_lora(cfg: Config) -> None:
+    lo = cfg.lora
+    need(lo.r >= 0, "lora.r", f"must be >= 0, got {lo.r}", "use e.g. 8 or 16, or 0 to train every weight")
+    if lo.r == 0:
+        return
+    need(lo.alpha > 0, "lora.alpha", f"must be positive, got {lo.alpha}", "use e.g. 2 * lora.r")
+    need(0.0 <= lo.dropout < 1.0, "lora.dropout", f"{lo.dropout} is outside [0, 1)", "use e.g. 0.05")
+    need(len(lo.target_modules) > 0, "lora.target_modules", "is empty", f"list some of {', '.join(LORA_TARGETS)}")
+    for name in lo.target_modules:
+        choice(name, "lora.target_modules", LORA_TARGETS)
+    need(bool(cfg.checkpoint.init_from), "checkpoint.init_from",
+         f"lora.r={lo.r} adapts existing weights, but no starting weights are given",
+         "set checkpoint.init_from to a gpt_dist checkpoint or a Hugging Face GPT-2 directory (or lora.r: 0)")
 
 
 def _validate_finetune(cfg: Config) -> None:

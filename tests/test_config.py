@@ -135,3 +135,14 @@ def test_resolved_config_round_trips_through_a_dict():
 def test_shipped_configs_load(repo_root):
     for path in sorted((repo_root / "configs").glob("*.yaml")):
         load_config([path])
+
+
+def test_lora_needs_starting_weights_and_known_targets(tmp_path):
+    with pytest.raises(ConfigError, match=r"checkpoint.init_from: lora.r=8 adapts existing weights"):
+        load_config([], SMALL + ["lora.r=8"])
+    with pytest.raises(ConfigError, match=r"lora.target_modules: 'c_atn' is not one of .*did you mean 'c_attn'"):
+        load_config([], SMALL + ["lora.r=8", "checkpoint.init_from=runs/x/ckpt", "lora.target_modules=[c_atn]"])
+    with pytest.raises(ConfigError, match=r"lora.dropout: 1.0 is outside \[0, 1\)"):
+        load_config([], SMALL + ["lora.r=8", "checkpoint.init_from=runs/x/ckpt", "lora.dropout=1.0"])
+    cfg = load_config([], SMALL + ["lora.r=8", "checkpoint.init_from=runs/x/ckpt"])
+    assert cfg.lora.r == 8 and list(cfg.lora.target_modules) == ["c_attn", "c_proj", "c_fc"]

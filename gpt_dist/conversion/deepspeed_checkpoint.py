@@ -14,6 +14,12 @@ optimizer files, drops the Adam moments unread, and gathers one parameter at a t
 converter holds about the fp32 model once (mapped pages) plus the tensors it has produced.
 ZeRO-0 has no fp32 copy besides the module: a bf16/fp16 ZeRO-0 run gives its 16-bit weights
 cast to fp32.
+
+A LoRA run (lora.r > 0) saves frozen base weights and adapters under peft's names
+(`...c_attn.base_layer.weight`, `...c_attn.lora_A.default.weight`). Frozen weights have no
+optimizer copy: ZeRO-3 keeps them in its model-states files (zero_to_fp32 reads them there),
+ZeRO-1/2 in the module. `read_weights` merges the adapters (gpt_dist.model.lora.merge), so
+every reader sees a plain GPT; `read_raw_weights` gives the names as saved.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from gpt_dist.config import ConfigError, ModelConfig, resolve_model_config
 from gpt_dist.conversion.lazy_tensor import LazyTensor, from_tensor
 from gpt_dist.conversion.state_dict_adapter import LM_HEAD, check_shapes
 from gpt_dist.errors import CheckpointError
+from gpt_dist.model import lora
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +91,27 @@ def model_config_from_metadata(meta: dict[str, Any], meta_file: Path) -> ModelCo
 def read_weights(tag_dir: Path, meta: dict[str, Any], cfg: ModelConfig) -> dict[str, LazyTensor]:
     """Every weight of the checkpoint in `tag_dir`, in our naming, checked against `cfg`.
 
-    Embedding rows as saved (padded_vocab_size, usually); no lm_head.weight (it is tied).
-    Errors (missing or truncated files, weights that do not fit the config) name the file.
+    Embedding rows as saved (padded_vocab_size, usually); no lm_head.weight (it is tied); a LoRA
+    run's adapters merged into the weights they adapt. Errors (missing or truncated files,
+    weights that do not fit the config) name the file.
     """
+    meta_file = tag_dir / METADATA_FILE
+    weights = read_raw_weights(tag_dir, meta)
+    weights.pop(LM_HEAD, None)
+    if lora.has_adapters(weights):
+        weights = _merge_adapters(weights, meta, meta_file)
+    check_shapes(
+        {k: v.shape for k, v in weights.items()},
+        cfg,
+        where=f"{meta_file} config.model",
+        fix="the metadata and the weights come from different runs; restore the tag's original gpt_dist.json",
+    )
+    return weights
+
+
+def read_raw_weights(tag_dir: Path, meta: dict[str, Any]) -> dict[str, LazyTensor]:
+    """The module's tensors as the run saved them (LoRA's base_layer / lora_A / lora_B names
+    included), fp32 master copies where the optimizer has them. Errors name the file."""
     meta_file = tag_dir / METADATA_FILE
     stage, world = meta.get("zero_stage"), meta.get("world_size")
     if stage not in (0, 1, 2, 3):
@@ -97,17 +122,32 @@ def read_weights(tag_dir: Path, meta: dict[str, Any], cfg: ModelConfig) -> dict[
         _check_readable(f, stage, world)
 
     if stage == 0:
-        weights = _read_module(tag_dir / ZERO0_MODEL_FILE)
-    else:
-        weights = _read_zero_partitions(tag_dir, stage)
-    weights.pop(LM_HEAD, None)
-    check_shapes(
-        {k: v.shape for k, v in weights.items()},
-        cfg,
-        where=f"{meta_file} config.model",
-        fix="the metadata and the weights come from different runs; restore the tag's original gpt_dist.json",
-    )
+        return _read_module(tag_dir / ZERO0_MODEL_FILE)
+    weights = _read_zero_partitions(tag_dir, stage)
+    if stage < 3:
+        # Frozen weights (LoRA's base layers) have no fp32 master copy in the optimizer
+        # files; ZeRO-1/2 keep them in the module, in the training dtype.
+        module = _read_module(tag_dir / ZERO0_MODEL_FILE)
+        weights.update({k: v for k, v in module.items() if k not in weights})
     return weights
+
+
+def _merge_adapters(weights: dict[str, LazyTensor], meta: dict[str, Any], meta_file: Path) -> dict[str, LazyTensor]:
+    """A LoRA run's base weights and adapters as plain merged weights, one layer at a time."""
+    spec = (meta.get("config") or {}).get("lora") or {}
+    if not isinstance(spec.get("r"), int) or spec["r"] <= 0 or not spec.get("alpha"):
+        raise CheckpointError(
+            f"{meta_file}: the weights carry LoRA adapters but config.lora ({spec or 'missing'}) gives no r > 0 and "
+            "alpha to merge them with; restore the tag's original gpt_dist.json"
+        )
+
+    def combine(base: LazyTensor, a: LazyTensor, b: LazyTensor, factor: float) -> LazyTensor:
+        return LazyTensor(base.shape, lambda: lora.merge_tensors(base.load(), a.load(), b.load(), factor))
+
+    try:
+        return lora.merge(weights, spec, combine)
+    except KeyError as e:
+        raise CheckpointError(f"{meta_file.parent}: LoRA tensor {e.args[0]} is missing; the checkpoint is damaged") from None
 
 
 def _expected_files(tag_dir: Path, stage: int, world: int | None) -> list[Path]:

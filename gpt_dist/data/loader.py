@@ -261,8 +261,12 @@ class TrainLoader:
         chunk = min(32, max(1, (1 << 18) // (self.batch * (self.seq_len + 1)))) if self.num_workers else 1
         stream = _TrainStream(self.sets, self.seed, self.window, self.batch, self.rank, self.world, start,
                               self.verify, chunk)
+        # Its own generator: a DataLoader otherwise draws its base seed from the global torch RNG
+        # on the first batch, which shifts dropout's random stream in a resumed run (the draw
+        # falls after the restored RNG state there, at step 0 in the uninterrupted run).
         loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers,
-                            prefetch_factor=2 if self.num_workers else None, persistent_workers=False)
+                            prefetch_factor=2 if self.num_workers else None, persistent_workers=False,
+                            generator=torch.Generator().manual_seed(self.seed))
         pin = torch.cuda.is_available()
         for item in loader:
             for tokens in item:

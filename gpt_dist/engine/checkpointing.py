@@ -111,7 +111,7 @@ def load_for_resume(engine, plan: ResumePlan, cfg: Config, dist: DistInfo) -> di
     path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=False)
     if path is None:
         raise CheckpointError(f"{ckpt_dir / tag}: DeepSpeed could not load this checkpoint")
-    restore_optimizer_invariants(engine.optimizer, cfg)
+    restore_optimizer_invariants(engine.optimizer, engine.module, cfg)
     state = (client or {}).get("gpt_dist") or plan.metadata["client_state"]
     rng_file = ckpt_dir / plan.tag / f"rng_rank{dist.rank:05d}.pt"
     if not plan.universal and rng_file.is_file():
@@ -158,6 +158,28 @@ def prune(ckpt_dir: Path, keep_last: int) -> None:
             continue
         if name in complete or step < newest:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def load_frozen_weights(model: torch.nn.Module, plan: ResumePlan, cfg: Config) -> None:
+    """Before a LoRA run resumes on another world size: copy its frozen weights from the tag into
+    `model` (adapters already added). DeepSpeed's universal format carries only the parameters
+    the optimizer holds, so without this the frozen base would keep its random initial values."""
+    from gpt_dist.conversion.deepspeed_checkpoint import read_raw_weights
+
+    tag_dir = Path(cfg.checkpoint_dir) / plan.tag
+    saved = read_raw_weights(tag_dir, plan.metadata)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                continue  # the universal load brings these, with their optimizer state
+            if name == "lm_head.weight":
+                continue  # tied to the token embedding
+            if name not in saved or tuple(saved[name].shape) != tuple(p.shape):
+                raise CheckpointError(
+                    f"{tag_dir}: frozen weight {name} is missing or has another shape; this checkpoint does not come "
+                    "from a run with the same model and lora settings"
+                )
+            p.copy_(saved[name].load())
 
 
 def load_init_weights(model: torch.nn.Module, path: str, model_cfg: ModelConfig) -> dict[str, Any]:

@@ -85,25 +85,30 @@ def offloads_optimizer(ds: dict[str, Any]) -> bool:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices (linear weights, embeddings); none on biases and LayerNorms."""
+    """Weight decay on matrices (linear weights, embeddings); none on biases and LayerNorms.
+    Frozen parameters (LoRA's base weights) are left out, and so is a group with nothing in it
+    (with LoRA every trainable tensor is a matrix)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            # ZeRO-3 leaves a flat placeholder in the module; ds_shape is the parameter's shape.
+            (decay if len(getattr(p, "ds_shape", p.shape)) >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
-def restore_optimizer_invariants(optimizer, cfg: Config) -> None:
+def restore_optimizer_invariants(optimizer, model: torch.nn.Module, cfg: Config) -> None:
     """Undo two side effects of DeepSpeed's universal-checkpoint load (used when the world size
     changes): it copies the first parameter group's hyperparameters into every group, which
     would put weight decay on biases and LayerNorms, and it gives every ZeRO-3 sub-group the
     same `step` tensor, which AdamW then increments once per sub-group per iteration, skewing
     its bias correction. Harmless after an ordinary load."""
     groups = optimizer.param_groups
-    if len(groups) != 2:
-        raise RuntimeError(f"expected 2 optimizer parameter groups (decay, no decay), found {len(groups)}")
-    for group, wd in zip(groups, (cfg.train.weight_decay, 0.0)):
-        group["weight_decay"] = wd
+    expected = param_groups(model, cfg.train.weight_decay)
+    if len(groups) != len(expected):
+        raise RuntimeError(f"expected {len(expected)} optimizer parameter groups (decay, no decay), found {len(groups)}")
+    for group, built in zip(groups, expected):
+        group["weight_decay"] = built["weight_decay"]
         group["betas"] = (cfg.train.beta1, cfg.train.beta2)
         group["eps"] = cfg.train.eps
     inner = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside a ZeRO wrapper
@@ -129,6 +134,22 @@ def initialize(model: torch.nn.Module, cfg: Config, world_size: int, device: tor
     else:
         optimizer = build_optimizer(model, cfg, device)
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds)
+    _report_fp32_grad_norm(engine)
     if cfg.engine.compile:
         engine.compile()
     return engine, ds
+
+
+def _report_fp32_grad_norm(engine) -> None:
+    """fp32 without ZeRO: DeepSpeed clips the gradients itself but drops the norm it computed, so
+    `get_global_grad_norm()` would be None there while every other configuration reports it.
+    Keep the norm from the same clipping call (no extra pass over the gradients)."""
+    if engine.fp16_enabled() or engine.bfloat16_enabled() or engine.zero_optimization():
+        return
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    def clip_and_keep_norm() -> None:
+        norm = clip_grad_norm_(parameters=engine.module.parameters(), max_norm=engine.gradient_clipping(), mpu=engine.mpu)
+        engine._global_grad_norm = float(norm)
+
+    engine.clip_fp32_gradients = clip_and_keep_norm

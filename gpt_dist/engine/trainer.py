@@ -33,6 +33,7 @@ from gpt_dist.engine.distributed import DistInfo, all_reduce_mean, any_rank, bar
 from gpt_dist.engine.schedule import lr_at
 from gpt_dist.engine.stages import Stage, build_stage
 from gpt_dist.errors import UserError
+from gpt_dist.model import lora
 from gpt_dist.model.gpt import GPT
 
 log = logging.getLogger(__name__)
@@ -102,11 +103,19 @@ class Trainer:
         self.val_loader = stage.val_loader(cfg, dist, self.tokenizer)
 
         model = GPT(cfg.model)
+        self.lora_params: int | None = None
         self.flops_per_token, self.peak_flops = _flops(cfg, dist)
         self.state = TrainState()
         plan = checkpointing.plan_resume(cfg, dist)
         if plan is None and cfg.checkpoint.init_from:
             checkpointing.load_init_weights(model, cfg.checkpoint.init_from, cfg.model)
+        if cfg.lora.r > 0:  # after the starting weights, before DeepSpeed sees the parameters
+            model = lora.add_lora(model, cfg.lora)
+            trainable, total = lora.trainable_parameters(model)
+            self.lora_params = trainable
+            log.info("LoRA r=%d on %s: %d of %d parameters train", cfg.lora.r, list(cfg.lora.target_modules), trainable, total)
+            if plan is not None and plan.universal:
+                checkpointing.load_frozen_weights(model, plan, cfg)
         self.engine, self.ds_config = initialize(model, cfg, dist.world_size, dist.device,
                                                  load_universal=bool(plan and plan.universal))
         self.callbacks: list[Callback] = self._callbacks() if dist.is_main else []
@@ -151,7 +160,8 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_start({"total_steps": self.total_steps, "grad_accum": self.ga})
         if self.state.step == 0:
-            self._event("start", total_steps=self.total_steps, grad_accum=self.ga, world_size=self.dist.world_size)
+            self._event("start", total_steps=self.total_steps, grad_accum=self.ga, world_size=self.dist.world_size,
+                        **({"lora_trainable_params": self.lora_params} if self.lora_params else {}))
         window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
         stopped_by = None
         exit_at = None if cfg.train.exit_after_steps is None else self.state.step + cfg.train.exit_after_steps

@@ -1,5 +1,5 @@
 """Fixtures for the conversion tests: real DeepSpeed checkpoints (one launcher run with 2 gloo
-ranks writes a ZeRO-0, a ZeRO-2 bf16 and a ZeRO-3 checkpoint), random tiny models on both
+ranks writes a ZeRO-0, a ZeRO-2 bf16 and a ZeRO-3 checkpoint, and ZeRO-1 and ZeRO-3 LoRA ones), random tiny models on both
 sides, and the GPT-2 tokenizer."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gpt_dist.data.tokenizer import load_tokenizer
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 WRITER = Path(__file__).with_name("ds_checkpoint_writer.py")
-DS_RUNS = ("zero0_fp32", "zero2_bf16", "zero3_fp32")
+DS_RUNS = ("zero0_fp32", "zero2_bf16", "zero3_fp32", "zero1_fp32_lora", "zero3_fp32_lora")
 
 
 def _free_port() -> int:
@@ -34,7 +34,7 @@ def _free_port() -> int:
 def ds_checkpoints(tmp_path_factory) -> dict[str, Path]:
     """run name -> checkpoint dir, each with step_00000003/ and reference.pt (see the writer)."""
     out = tmp_path_factory.mktemp("ds_checkpoints")
-    runs = [f"{name[4]}:{name.split('_')[1]}" for name in DS_RUNS]  # "0:fp32", ...
+    runs = [name[4:].replace("_", ":") for name in DS_RUNS]  # "0:fp32", ..., "3:fp32:lora"
     cmd = [
         str(BIN / "deepspeed"),
         "--num_gpus",

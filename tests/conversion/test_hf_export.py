@@ -65,6 +65,39 @@ def test_exported_model_computes_what_the_trained_model_computed(ds_checkpoints,
     assert all(hf_tok(t)["input_ids"] == gpt2_tokenizer.encode(t) for t in MIXED_TEXTS)
 
 
+@pytest.mark.parametrize("run", ["zero1_fp32_lora", "zero3_fp32_lora"])
+def test_lora_run_exports_the_merged_model(ds_checkpoints, tmp_path, run):
+    """A LoRA run's checkpoint (frozen base + adapters, 2 ranks) exports as plain GPT-2 weights
+    W + (alpha / r) B A that compute what the live adapted engine computed."""
+    ref = torch.load(ds_checkpoints[run] / "reference.pt")
+    out = export_hf(ds_checkpoints[run], tmp_path / "hf")
+    logits = _hf_logits(out, ref["idx"])
+    assert (logits - ref["logits"]).abs().max() < 1e-5
+    with torch.no_grad():  # init_from, generate and eval read the same merged weights
+        assert (logits - _ours(ds_checkpoints[run])(ref["idx"])).abs().max() < 1e-5
+    with safe_open(out / "model.safetensors", "pt") as f:
+        assert not any("lora" in k or "base_layer" in k for k in f.keys())
+        for name, initial in ref["initial"].items():
+            if name == "lm_head.weight":
+                continue  # tied to the embedding
+            t = f.get_tensor(name)
+            if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+                assert not torch.equal(t.t(), initial), f"{name}: the adapter's update is missing"
+            else:  # frozen during training
+                assert torch.equal(t, initial[: t.shape[0]]), name
+
+
+def test_lora_checkpoint_without_its_settings_is_refused(ds_copy, tmp_path):
+    ckpt = ds_copy("zero3_fp32_lora")
+    meta_file = ckpt / TAG / METADATA_FILE
+    meta = json.loads(meta_file.read_text())
+    del meta["config"]["lora"]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"gpt_dist.json: the weights carry LoRA adapters but config.lora"):
+        export_hf(ckpt, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
 def test_greedy_generation_matches(ds_checkpoints, tmp_path):
     out = export_hf(ds_checkpoints["zero3_fp32"], tmp_path / "hf")
     hf = AutoModelForCausalLM.from_pretrained(out).eval()

@@ -51,6 +51,17 @@ def test_batches_are_int64_shifted_windows(two_sources):
     assert json.loads(json.dumps(state)) == state and state["samples"] == 3 and state["tokens"] == 3 * SEQ
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_iterating_leaves_the_global_rng_alone(two_sources, workers):
+    # The training loop's dropout draws from the global torch RNG, which a checkpoint restores;
+    # a loader drawing from it too (a DataLoader's base seed) would make resumed runs diverge.
+    cfg = loader_config([(two_sources[0], 1.0)], seq_len=SEQ, batch=3, workers=workers)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    take(build_train_loader(cfg, 0, 1), 2)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_exact_resume_two_ranks_two_workers_and_a_world_size_change(two_sources):
     sources = [(two_sources[0], 2.0), (two_sources[1], 1.0)]
 

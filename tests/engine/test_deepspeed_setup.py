@@ -73,3 +73,14 @@ def test_weight_decay_on_matrices_only():
     named = {id(p): n for n, p in model.named_parameters()}
     assert any(named[id(p)].endswith("wte.weight") for p in decay["params"])
     assert any(named[id(p)].endswith("ln_1.bias") for p in no_decay["params"])
+
+
+def test_lora_optimizer_holds_only_the_adapters():
+    from gpt_dist.config import LoraConfig
+    from gpt_dist.model.lora import add_lora
+
+    model = add_lora(GPT(load_config(overrides=SMALL).model), LoraConfig(r=4))
+    (group,) = param_groups(model, 0.1)  # every adapter tensor is a matrix: no empty no-decay group
+    named = {id(p): n for n, p in model.named_parameters()}
+    assert group["weight_decay"] == 0.1 and all(".lora_" in named[id(p)] for p in group["params"])
+    assert len(group["params"]) == sum(p.requires_grad for p in model.parameters())

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from gpt_dist.checkpoint_layout import complete_tags, latest_complete_tag
 
@@ -62,6 +63,11 @@ def test_zero_stages_agree_on_the_first_steps(zero_runs):
         other = zero_runs[stage].losses()
         for step in range(1, COMPARED + 1):
             assert other[step] == pytest.approx(ref[step], abs=1e-5), (stage, step)
+    # every stage reports the gradient norm before clipping, fp32 ZeRO-0 included, and they agree
+    norms = {stage: {r["step"]: r["grad_norm"] for r in run.metrics()} for stage, run in zero_runs.items()}
+    for stage in (1, 2, 3):
+        for step in range(1, COMPARED + 1):
+            assert norms[stage][step] == pytest.approx(norms[0][step], rel=1e-3), (stage, step)
 
 
 def test_run_writes_metrics_checkpoints_and_plot(zero_runs):
@@ -114,6 +120,40 @@ def test_resume_on_a_different_world_size_keeps_the_data_position(zero_runs, run
     # same samples, weights and optimizer state; only the order of the gradient sums differs
     for step in range(5, STEPS + 1):
         assert second.losses()[step] == pytest.approx(zero_runs[3].losses()[step], abs=1e-5), step
+
+
+def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_runs, run_train, tmp_path):
+    """LoRA (peft) from a checkpoint, ZeRO-3 on 2 ranks: only the adapters change, and a run
+    stopped there and resumed on 1 rank (DeepSpeed's universal format, which leaves the frozen
+    weights out) continues as the uninterrupted run to 1e-5."""
+    from gpt_dist.conversion import load_weights
+    from gpt_dist.conversion.deepspeed_checkpoint import read_raw_weights
+
+    init = zero_runs[0].run_dir / "ckpt"
+    common = FAST + ["engine.zero_stage=3", "train.max_steps=4", "checkpoint.every_steps=2", "eval.every_steps=4",
+                     f"checkpoint.init_from={init}", "lora.r=4", "lora.dropout=0"]  # masks would differ by rank count
+    ref = run_train(tmp_path / "ref", overrides=common)
+    assert ref.returncode == 0, ref.output[-3000:]
+    start = next(e for e in ref.events() if e["event"] == "start")
+    assert 0 < start["lora_trainable_params"] < 100_000
+    # the frozen weights are the starting ones, bit for bit; the adapted layers moved
+    _, base, _ = load_weights(init)
+    final = ref.run_dir / "ckpt" / latest_complete_tag(ref.run_dir / "ckpt")
+    saved = read_raw_weights(final, json.loads((final / "gpt_dist.json").read_text()))
+    for name, tensor in base.items():
+        if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight", "c_attn.bias", "c_proj.bias", "c_fc.bias")):
+            name = name.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        assert torch.equal(saved[name].load()[: tensor.shape[0]], tensor), name
+    _, merged, _ = load_weights(final)
+    assert not torch.equal(merged["transformer.h.0.attn.c_attn.weight"], base["transformer.h.0.attn.c_attn.weight"])
+
+    first = run_train(tmp_path / "split", overrides=common + ["train.exit_after_steps=2"])
+    assert first.returncode == 0, first.output[-3000:]
+    one = run_train(tmp_path / "split", world=1, overrides=common)
+    assert one.returncode == 0, one.output[-3000:]
+    assert next(e for e in one.events() if e["event"] == "resumed")["universal"] is True
+    for step in (3, 4):
+        assert one.losses()[step] == pytest.approx(ref.losses()[step], abs=1e-5), step
 
 
 def test_signal_saves_and_exits_cleanly_then_resumes(run_train, sample_shards, tmp_path):

@@ -31,6 +31,8 @@ RECIPE = [
     "python -m gpt_dist.finetune.sample_data data/finetune_sample",
     "gpt-dist prepare --input data/finetune_sample/cpt --output data/cpt_persona --seq-len 256 --val-fraction 0.05",
     "gpt-dist train configs/cpt_sample.yaml",
+    "gpt-dist train configs/cpt_sample.yaml --set lora.r=8 --set run_dir=runs/cpt-lora",
+    "gpt-dist convert to-hf runs/cpt-lora/ckpt exports/cpt-lora-hf",
     "gpt-dist train configs/sft_sample.yaml",
     "gpt-dist train configs/dpo_sample.yaml",
     "gpt-dist convert to-hf runs/dpo/ckpt exports/dpo-hf",
@@ -83,6 +85,13 @@ def test_recipe_runs_as_documented(recipe_dir):
     assert DEFAULT_CHAT_TEMPLATE in (hf_config.get("chat_template") or (recipe_dir / "exports/dpo-hf/chat_template.jinja").read_text())
     # (two optimizer steps teach the model nothing: only the mechanics are checked here; what a
     # trained model answers is tests/finetune/test_sft.py's job)
-    assert outputs[RECIPE[6]].count("\n") >= 2  # one answer per prompt, each ending a line
-    assert outputs[RECIPE[7]].startswith("Day 3 of the voyage.")
+    assert outputs[RECIPE[8]].count("\n") >= 2  # one answer per prompt, each ending a line
+    assert outputs[RECIPE[9]].startswith("Day 3 of the voyage.")
+    # the LoRA CPT run trained adapters only, and its export is a plain GPT-2 with merged weights
+    events = [json.loads(line) for line in (recipe_dir / "runs/cpt-lora/events.jsonl").read_text().splitlines()]
+    assert next(e for e in events if e["event"] == "start")["lora_trainable_params"] == 65536
+    from safetensors import safe_open
+
+    with safe_open(recipe_dir / "exports/cpt-lora-hf/model.safetensors", "pt") as f:
+        assert "transformer.h.0.attn.c_attn.weight" in f.keys() and not any("lora" in k for k in f.keys())
     assert chat_out.count("\n") >= 2  # a reply per message
