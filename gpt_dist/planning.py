@@ -16,15 +16,11 @@ Conventions, stated once because every figure depends on them:
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from omegaconf import OmegaConf
-from omegaconf import errors as oc_errors
-
-from gpt_dist.config import ConfigError, ModelConfig, resolve_model_config
+from gpt_dist.config import ConfigError, ModelConfig, merge_layers, read_yaml_mapping, resolve_model_config
 from gpt_dist.errors import UserError
 from gpt_dist.model.presets import PRESETS
 
@@ -84,31 +80,21 @@ def load_model_config(spec: str) -> ModelConfig:
         )
     if not path.is_file():
         raise ConfigError(f"{path}: model file not found; give a preset ({', '.join(PRESETS)}) or an existing YAML file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if isinstance(data, dict) and "model" in data:
-        data, prefix = data["model"], "model."
-    else:
-        prefix = ""
-    if not isinstance(data, dict):
+    data = read_yaml_mapping(path, "model fields (preset, n_layer, n_head, n_embd, ...) or a `model:` section")
+    section = data.get("model", data)
+    if not isinstance(section, dict):
         raise ConfigError(f"{path}: expected a `model:` mapping (preset, n_layer, n_head, n_embd, ...)")
-    names = [f.name for f in fields(ModelConfig)]
-    try:
-        cfg: ModelConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), data))
-    except oc_errors.ConfigKeyError as e:
-        key = str(getattr(e, "full_key", "") or "?")
-        close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
-        hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-        raise ConfigError(f"{path}: unknown key '{prefix}{key}'{hint} Valid keys here: {', '.join(names)}") from None
-    except (oc_errors.ValidationError, oc_errors.ConfigTypeError) as e:
-        key = str(getattr(e, "full_key", "") or "?")
-        raise ConfigError(f"{path}: key '{prefix}{key}': {str(e).splitlines()[0]}") from None
+    # Merged as the `model` section of a run config, so errors name keys as `model.n_head`.
+    cfg = merge_layers(_ModelSection, [(str(path), {"model": section})]).model
     try:
         return resolve_model_config(cfg)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+@dataclass
+class _ModelSection:
+    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 def num_parameters(m: ModelConfig, non_embedding: bool = False) -> int:

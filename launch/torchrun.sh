@@ -21,74 +21,13 @@ usage() {
 [ $# -ge 1 ] || usage
 case "$1" in -h | --help) usage ;; esac
 
-configs=()
-num_gpus=""
-while [ $# -gt 0 ] && [[ "$1" != -* ]]; do
-    if [[ "$1" =~ ^[0-9]+$ ]]; then
-        [ -z "$num_gpus" ] || { echo "torchrun.sh: two GPU counts given ($num_gpus and $1)" >&2; exit 2; }
-        num_gpus=$1
-    else
-        configs+=("$1")
-    fi
-    shift
-done
-[ ${#configs[@]} -ge 1 ] || { echo "torchrun.sh: no config file given" >&2; usage; }
-for c in "${configs[@]}"; do
-    [ -f "$c" ] || { echo "torchrun.sh: config file not found: $c" >&2; exit 2; }
-done
+# shellcheck source=launch/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+launch_parse_args torchrun.sh "$@"
+launch_find_tool torchrun.sh torchrun
+launch_resolve_gpus torchrun.sh
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if ! command -v torchrun >/dev/null && [ -x "$repo/.venv/bin/torchrun" ]; then
-    PATH=$repo/.venv/bin:$PATH
-fi
-command -v torchrun >/dev/null || { echo "torchrun.sh: no 'torchrun' on PATH; pip install -e . first" >&2; exit 2; }
-
-gpus=0
-if command -v nvidia-smi >/dev/null; then
-    gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
-fi
-visible=()
-if [ "$gpus" -gt 0 ] && [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
-    # Only these GPUs, e.g. CUDA_VISIBLE_DEVICES=4,5,6,7.
-    IFS=, read -ra visible <<<"$CUDA_VISIBLE_DEVICES"
-    gpus=${#visible[@]}
-fi
-if [ "$gpus" -gt 0 ]; then
-    num_gpus=${num_gpus:-$gpus}
-    [ "$num_gpus" -le "$gpus" ] || { echo "torchrun.sh: asked for $num_gpus GPUs, $gpus are visible" >&2; exit 2; }
-else
-    num_gpus=${num_gpus:-1}
-    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / num_gpus > 0 ? $(nproc) / num_gpus : 1 ))}
-fi
-[ "$num_gpus" -ge 1 ] || { echo "torchrun.sh: NUM_GPUS must be at least 1" >&2; exit 2; }
-
-cmd=(torchrun --standalone --nnodes 1 --nproc_per_node "$num_gpus" -m gpt_dist train "${configs[@]}" "$@")
-echo "torchrun.sh: ${cmd[*]}" >&2
-
-# torchrun runs in its own session with SIGUSR1 ignored (the ranks install their own handler);
-# signals to this script go to the ranks directly, so none is killed in the middle of a save
-# (torchrun itself answers SIGTERM with SIGKILL after a 30 s grace).
-setsid bash -c 'trap "" USR1; exec "$@"' launcher "${cmd[@]}" &
-launcher=$!
-
-# shellcheck disable=SC2317  # called from the traps below
-signal_ranks() {
-    local ranks=()
-    mapfile -t ranks < <(pgrep -P "$launcher" || true)   # torchrun -> one process per rank
-    if [ ${#ranks[@]} -gt 0 ]; then
-        echo "torchrun.sh: SIG$1 to ranks ${ranks[*]}: they save a checkpoint and stop" >&2
-        kill -s "$1" "${ranks[@]}" 2>/dev/null || true
-    else
-        echo "torchrun.sh: no rank started yet, nothing to save: stopping the launcher" >&2
-        kill -s TERM -- "-$launcher" 2>/dev/null || true
-    fi
-}
-trap 'signal_ranks USR1' USR1
-trap 'signal_ranks TERM' TERM INT
-
-status=0
-while :; do
-    if wait "$launcher"; then status=0; else status=$?; fi
-    kill -0 "$launcher" 2>/dev/null || break
-done
-exit "$status"
+# torchrun starts the ranks itself: depth 1. (It answers SIGTERM with SIGKILL after a 30 s
+# grace, so signals go to the ranks directly; see launch/common.sh.)
+launch_run torchrun.sh 1 torchrun --standalone --nnodes 1 --nproc_per_node "$num_gpus" -m gpt_dist train \
+    "${configs[@]}" "${launch_rest[@]}"

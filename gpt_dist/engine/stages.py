@@ -13,6 +13,10 @@ from gpt_dist.errors import UserError
 
 
 class Stage(Protocol):
+    # Validation reports exp(loss) as perplexity only when the loss is a per-token NLL
+    # (pre-training, CPT, SFT); a stage whose objective is something else sets this False.
+    val_perplexity: bool
+
     def train_loader(self, cfg: Config, dist: DistInfo, tokenizer) -> Any:
         """An infinite iterable of batches with state_dict() / load_state_dict()."""
 
@@ -28,6 +32,8 @@ class Stage(Protocol):
 class LanguageModeling:
     """Next-token prediction on packed token windows: pre-training and continued pre-training
     (whose replay of general data is just another weighted source in data.train)."""
+
+    val_perplexity = True
 
     def train_loader(self, cfg, dist, tokenizer):
         from gpt_dist.data.loader import build_train_loader, check_tokenizer_matches

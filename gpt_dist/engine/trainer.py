@@ -272,7 +272,9 @@ class Trainer:
             torch.distributed.all_reduce(count)
         self.engine.train()
         val = (total / count.clamp(min=1)).item()
-        metrics = dict(step=self.state.step, tokens=self.state.tokens, loss=val, perplexity=math.exp(min(val, 50)))
+        metrics = dict(step=self.state.step, tokens=self.state.tokens, loss=val)
+        if self.stage.val_perplexity:
+            metrics["perplexity"] = math.exp(min(val, 50))
         for cb in self.callbacks:
             cb.on_eval(metrics)
         self.last_metrics = {**self.last_metrics, "val_loss": val}

@@ -23,7 +23,7 @@ import torch
 from gpt_dist.finetune.chat_template import ChatTemplate, check_messages
 from gpt_dist.finetune.data_report import BadSample, DataReport
 from gpt_dist.finetune.packing import padded_batch
-from gpt_dist.finetune.sft_data import jsonl_files, read_jsonl, repeat_by_weight
+from gpt_dist.finetune.sft_data import load_sources
 
 
 @dataclass
@@ -88,24 +88,14 @@ def encode_pair(rec: Any, template: ChatTemplate, max_tokens: int, where: str) -
 def load_dpo_pairs(sources: Sequence[tuple[str, float]], template: ChatTemplate, seq_len: int,
                    report: DataReport, seed: int, key: str = "data.train") -> list[DPOPair]:
     """Read, check and tokenize every source (weights as for SFT); drops counted in `report`."""
-    out: list[DPOPair] = []
-    for i, (path, weight) in enumerate(sources):
-        pairs: list[DPOPair] = []
-        for f in jsonl_files(path, f"{key}[{i}].path" if key == "data.train" else key):
-            n_before = report.read
-            for where, rec in read_jsonl(f):
-                report.read += 1
-                try:
-                    pair = encode_pair(rec, template, seq_len + 1, where)
-                except BadSample as bad:
-                    report.drop(where, bad)
-                    continue
-                pairs.append(pair)
-                report.tokens += len(pair.chosen_ids) + len(pair.rejected_ids)
-                report.trained_tokens += int(pair.chosen_trained.sum() + pair.rejected_trained.sum())
-            report.files[str(f)] = report.read - n_before
-        report.kept += len(pairs)
-        out += repeat_by_weight(pairs, weight, seed + i)
+
+    def encode(where: str, rec: Any) -> DPOPair:
+        pair = encode_pair(rec, template, seq_len + 1, where)
+        report.tokens += len(pair.chosen_ids) + len(pair.rejected_ids)
+        report.trained_tokens += int(pair.chosen_trained.sum() + pair.rejected_trained.sum())
+        return pair
+
+    out = load_sources(sources, encode, report, seed, key)
     report.extra["pairs_per_epoch"] = len(out)
     return out
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 from gpt_dist.errors import DataError
 from gpt_dist.finetune.chat_template import ChatTemplate, Encoded, check_messages
 from gpt_dist.finetune.data_report import BadSample, DataReport
+
+T = TypeVar("T")
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 
@@ -125,28 +127,40 @@ def load_sft_samples(
 ) -> list[SFTSample]:
     """Read, check and tokenize every source; `weight` scales how often a source's samples appear
     per epoch (2.0 = each twice; 0.5 = a fixed, seeded half). Drops are counted in `report`."""
-    out: list[SFTSample] = []
+
+    def encode(where: str, rec: Any) -> SFTSample:
+        enc, cut_turns = encode_sft_record(rec, template, seq_len + 1, overlong)
+        if cut_turns:
+            report.shortened += 1
+            report.turns_dropped += cut_turns
+        report.tokens += len(enc.ids)
+        report.trained_tokens += sum(enc.trained)
+        return SFTSample(np.asarray(enc.ids, np.int32), np.asarray(enc.trained, bool), where)
+
+    out = load_sources(sources, encode, report, seed, key)
+    report.extra["samples_per_epoch"] = len(out)
+    return out
+
+
+def load_sources(sources: Sequence[tuple[str, float]], encode: Callable[[str, Any], T], report: DataReport,
+                 seed: int, key: str) -> list[T]:
+    """Every record of every (jsonl path, weight) source through `encode(where, record)`, which
+    raises BadSample for a record it cannot use (counted in `report` and skipped), repeated by
+    weight (`repeat_by_weight`, seeded per source)."""
+    out: list[T] = []
     for i, (path, weight) in enumerate(sources):
-        samples: list[SFTSample] = []
+        items: list[T] = []
         for f in jsonl_files(path, f"{key}[{i}].path" if key == "data.train" else key):
             n_before = report.read
             for where, rec in read_jsonl(f):
                 report.read += 1
                 try:
-                    enc, cut_turns = encode_sft_record(rec, template, seq_len + 1, overlong)
+                    items.append(encode(where, rec))
                 except BadSample as bad:
                     report.drop(where, bad)
-                    continue
-                if cut_turns:
-                    report.shortened += 1
-                    report.turns_dropped += cut_turns
-                samples.append(SFTSample(np.asarray(enc.ids, np.int32), np.asarray(enc.trained, bool), where))
-                report.tokens += len(enc.ids)
-                report.trained_tokens += sum(enc.trained)
             report.files[str(f)] = report.read - n_before
-        report.kept += len(samples)
-        out += repeat_by_weight(samples, weight, seed + i)
-    report.extra["samples_per_epoch"] = len(out)
+        report.kept += len(items)
+        out += repeat_by_weight(items, weight, seed + i)
     return out
 
 

@@ -24,6 +24,8 @@ from gpt_dist.finetune.loader import EpochLoader, EvalBatches
 class _ChatStage:
     """What SFT and DPO share: the chat template (resolved once) and the jsonl sources."""
 
+    val_perplexity = True  # SFT: the loss is the NLL of the assistant tokens
+
     def __init__(self):
         self.chat_template: str | None = None  # the Jinja source, once resolved
         self._template: ChatTemplate | None = None
@@ -99,6 +101,8 @@ class SFT(_ChatStage):
 
 class DPO(_ChatStage):
     """Direct preference optimisation against the frozen starting weights (see finetune.dpo)."""
+
+    val_perplexity = False  # the DPO loss is not a per-token NLL
 
     def __init__(self, beta: float):
         super().__init__()

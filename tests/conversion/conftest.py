@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,17 +15,11 @@ from conversion_helpers import random_hf_gpt2
 from gpt_dist.config import TokenizerConfig
 from gpt_dist.conversion.hf_tokenizer import save_hf_tokenizer
 from gpt_dist.data.tokenizer import load_tokenizer
+from testutil import BIN, REPO, free_port
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 WRITER = Path(__file__).with_name("ds_checkpoint_writer.py")
 DS_RUNS = ("zero0_fp32", "zero2_bf16", "zero3_fp32", "zero1_fp32_lora", "zero3_fp32_lora")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +32,7 @@ def ds_checkpoints(tmp_path_factory) -> dict[str, Path]:
         "--num_gpus",
         "2",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         str(WRITER),
         "--out",
         str(out),

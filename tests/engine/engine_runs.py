@@ -4,19 +4,10 @@ subprocess, and reading back what the run wrote."""
 from __future__ import annotations
 
 import json
-import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from testutil import BIN, REPO, free_port  # noqa: F401 - REPO: re-exported to the engine tests
 
 
 @dataclass
@@ -52,5 +43,5 @@ def train_cmd(world: int, overrides: list[str], config: str = "configs/sample_cp
     sets = [x for o in overrides for x in ("--set", o)]
     if world == 1:
         return [str(BIN / "gpt-dist"), "train", config, *sets]
-    return [str(BIN / "deepspeed"), "--num_gpus", str(world), "--master_port", str(_free_port()),
+    return [str(BIN / "deepspeed"), "--num_gpus", str(world), "--master_port", str(free_port()),
             str(BIN / "gpt-dist"), "train", config, *sets]

@@ -76,6 +76,7 @@ def test_training_separates_chosen_from_rejected(tmp_path, tokenizer_dir, sft_ru
     assert mean(last, "reward_chosen") > mean(last, "reward_rejected")
     val = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
     assert val[-1]["loss"] < math.log(2)
+    assert "perplexity" not in val[-1]  # exp(DPO loss) is no perplexity
 
 
 BAD_PAIRS = {

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,17 +14,11 @@ import psutil
 import pytest
 
 from gpt_dist.checkpoint_layout import complete_tags
+from testutil import BIN, REPO, free_port
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -76,7 +68,7 @@ def _kill_tree(p: subprocess.Popen) -> None:
 )
 def test_two_cpu_ranks_train_and_a_signal_checkpoints_and_exits_0(script, sig, expected, sample_shards, tmp_path):
     run_dir = tmp_path / "run"
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", MASTER_PORT=str(_free_port()), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
     for k in [k for k in env if k.startswith("SLURM_")] + ["OMP_NUM_THREADS"]:
         env.pop(k, None)  # not a SLURM job (no requeue); the script picks the thread count
     log = (tmp_path / "out.log").open("w")
