@@ -39,7 +39,8 @@ setup(
     ],
     extras_require={
         "gpu": ["flash-attn>=2.5"],
-        "dev": ["pytest>=8", "pytest-timeout"],
+        # trl: the test that its SFTTrainer accepts an exported directory
+        "dev": ["pytest>=8", "pytest-timeout", "trl"],
     },
     entry_points={"console_scripts": ["gpt-dist=gpt_dist.cli:main"]},
 )

@@ -238,7 +238,7 @@ def test_hugging_face_directory_is_not_a_source_for_to_hf(hf_gpt2_dir, tmp_path)
 
 
 def test_trl_sft_trainer_accepts_the_export(ds_checkpoints, tmp_path):
-    # Optional: runs where TRL (and its `datasets` dependency) is installed.
+    # TRL comes with the dev extras (make setup); skipped where it is not installed.
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
     out = export_hf(ds_checkpoints["zero3_fp32"], tmp_path / "hf")
