@@ -4,10 +4,13 @@
 
 # launch_parse_args NAME ARGS...: config files and an optional GPU count come before the first
 # option (--set ...). Sets `configs` (array), `num_gpus` (maybe empty) and `launch_rest` (array:
-# everything from the first option on). Calls the script's `usage` when no config is given.
+# everything from the first option on). Calls the script's `usage` for -h/--help, no arguments
+# or no config file.
 launch_parse_args() {
     local name=$1
     shift
+    [ $# -ge 1 ] || usage
+    case "$1" in -h | --help) usage ;; esac
     configs=()
     num_gpus=""
     while [ $# -gt 0 ] && [[ "$1" != -* ]]; do

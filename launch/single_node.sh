@@ -25,9 +25,6 @@ usage() {
     exit 2
 }
 
-[ $# -ge 1 ] || usage
-case "$1" in -h | --help) usage ;; esac
-
 # shellcheck source=launch/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 launch_parse_args single_node.sh "$@"

@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from engine_runs import REPO, Run, base_overrides, train_cmd
+from engine_runs import Run, base_overrides, train_cmd
+from testutil import REPO
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from testutil import BIN, REPO, free_port  # noqa: F401 - REPO: re-exported to the engine tests
+from testutil import BIN, free_port
 
 
 @dataclass

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from gpt_dist.checkpoint_layout import latest_complete_tag
 
-from engine_runs import REPO, base_overrides
+from engine_runs import base_overrides
+from testutil import REPO
 
 SCRIPT = Path(__file__).with_name("nan_stage_run.py")
 OVER = ["train.micro_batch_size=2", "train.global_batch_tokens=1024", "train.max_steps=6", "checkpoint.every_steps=2",

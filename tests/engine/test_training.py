@@ -15,7 +15,8 @@ import torch
 
 from gpt_dist.checkpoint_layout import complete_tags, latest_complete_tag
 
-from engine_runs import REPO, Run, base_overrides, train_cmd
+from engine_runs import Run, base_overrides, train_cmd
+from testutil import REPO
 
 pytestmark = pytest.mark.slow
 
