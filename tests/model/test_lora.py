@@ -68,3 +68,11 @@ def test_merge_names_a_missing_adapter():
     del state["transformer.h.0.mlp.c_fc.lora_B.default.weight"]
     with pytest.raises(KeyError, match="transformer.h.0.mlp.c_fc.lora_B.default.weight"):
         lora.merge(state, {"r": CFG.r, "alpha": CFG.alpha}, lora.merge_tensors)
+
+
+def test_gpt2_124m_at_rank_8_trains_the_documented_count():
+    # docs/finetune.md: 1,179,648 adapter parameters for gpt2 at r = 8 (r x (in + out) per layer)
+    with torch.device("meta"):
+        model = GPT(resolve_model_config(ModelConfig(preset="gpt2")))
+    trainable, _ = lora.trainable_parameters(lora.add_lora(model, LoraConfig(r=8)))
+    assert trainable == 1_179_648
