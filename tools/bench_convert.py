@@ -105,9 +105,9 @@ def main() -> None:
     p.add_argument("--clean", action="store_true", help="delete WORK when done")
     args = p.parse_args()
 
-    from gpt_dist.checkpoint_layout import latest_complete_tag, read_metadata
+    from gpt_dist.checkpoint.layout import latest_complete_tag, read_metadata
+    from gpt_dist.checkpoint.state_dict_adapter import param_shapes
     from gpt_dist.config import ModelConfig, resolve_model_config
-    from gpt_dist.conversion.state_dict_adapter import param_shapes
 
     cfg = resolve_model_config(ModelConfig(preset=args.preset))
     n_params = sum(math.prod(s) for s in param_shapes(cfg).values())

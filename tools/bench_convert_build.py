@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from deepspeed.utils import safe_get_full_fp32_param
 
-from gpt_dist.checkpoint_layout import METADATA_FILE, METADATA_FORMAT, mark_complete, tag_for_step, write_json_atomic
+from gpt_dist.checkpoint.layout import METADATA_FILE, METADATA_FORMAT, mark_complete, tag_for_step, write_json_atomic
 from gpt_dist.config import Config, ModelConfig, resolve_model_config
 from gpt_dist.data.tokenizer import load_tokenizer
 from gpt_dist.model.gpt import GPT

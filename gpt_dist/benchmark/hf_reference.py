@@ -1,7 +1,7 @@
 """Hugging Face's GPT2LMHeadModel as the reference our GPT is timed against.
 
 The twin is built from the same GPT2Config and weight mapping that `gpt-dist convert to-hf`
-writes (gpt_dist.conversion.state_dict_adapter), so it computes the same function as our
+writes (gpt_dist.checkpoint.state_dict_adapter), so it computes the same function as our
 model and their losses on a batch agree to float rounding. Only the vocabulary padding
 differs: the twin has exactly `vocab_size` embedding rows, as a Hugging Face GPT-2 always has.
 """
@@ -18,7 +18,7 @@ def build_hf_twin(model: GPT):
     """A GPT2LMHeadModel with `model`'s configuration and a copy of its weights (fp32, on CPU)."""
     from transformers import GPT2LMHeadModel
 
-    from gpt_dist.conversion.state_dict_adapter import LM_HEAD, hf_config, to_hf_tensor
+    from gpt_dist.checkpoint.state_dict_adapter import LM_HEAD, hf_config, to_hf_tensor
     from gpt_dist.errors import UserError
 
     m = model.config

@@ -26,11 +26,11 @@ def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
+    from gpt_dist.checkpoint.loader import load_model
     from gpt_dist.commands.generate import sampling_params
     from gpt_dist.errors import UserError
     from gpt_dist.finetune.chat_template import ChatTemplate
     from gpt_dist.generation.chat import ChatSession
-    from gpt_dist.generation.loading import load_model
 
     params = sampling_params(args)
     source = origin = None

@@ -59,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> tuple[int, dict]:
-    from gpt_dist.evaluation.model_source import load_model_source
+    from gpt_dist.checkpoint.loader import load_model
 
     rank, world, device = _distributed()
-    source = load_model_source(args.model, device, tag=args.tag)
+    source = load_model(args.model, device, dtype="fp32", tag=args.tag)
     result: dict = {"model": str(args.model), "source": source.kind, "world_size": world}
     if args.data:
         result.update(_eval_data(args, source, rank, world, device))
@@ -70,7 +70,7 @@ def _evaluate(args: argparse.Namespace) -> tuple[int, dict]:
         from gpt_dist.evaluation.multiple_choice import read_mc_file, score_items
 
         items = read_mc_file(args.mc)
-        mc = score_items(source.model, source.tokenizer(), items, device, micro_batch=args.micro_batch,
+        mc = score_items(source.model, source.tokenizer, items, device, micro_batch=args.micro_batch,
                          precision=args.precision, rank=rank, world_size=world)
         result["mc"] = {"file": str(args.mc), **mc}
     return rank, result
@@ -119,7 +119,7 @@ def _eval_data(args, source, rank: int, world: int, device) -> dict:
             f"evaluate on shards made with `gpt-dist prepare --seq-len {block_size}` (or less)"
         )
     if source.metadata.get("tokenizer"):
-        check_tokenizer_matches(manifest.tokenizer, source.tokenizer(), where=f"--data {val}")
+        check_tokenizer_matches(manifest.tokenizer, source.tokenizer, where=f"--data {val}")
     else:
         logging.getLogger(__name__).warning("%s records no tokenizer; cannot check it matches %s", args.model, val)
     cfg = Config(

@@ -44,9 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from gpt_dist.checkpoint.loader import load_model
     from gpt_dist.errors import UserError
     from gpt_dist.generation.decoding import generate
-    from gpt_dist.generation.loading import load_model
 
     params = sampling_params(args)
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import torch
 
-from gpt_dist.checkpoint_layout import METADATA_FILE, read_metadata
-from gpt_dist.conversion.deepspeed_checkpoint import find_tag_dir, model_config_from_metadata, read_weights
-from gpt_dist.conversion.hf_checkpoint import is_hf_dir
-from gpt_dist.conversion.hf_tokenizer import load_our_tokenizer, save_hf_tokenizer
+from gpt_dist.checkpoint.deepspeed_reader import find_tag_dir, model_config_from_metadata, read_weights
+from gpt_dist.checkpoint.hf_reader import is_hf_dir
+from gpt_dist.checkpoint.layout import METADATA_FILE, read_metadata
+from gpt_dist.checkpoint.state_dict_adapter import hf_config, hf_shape, to_hf_tensor
+from gpt_dist.checkpoint.tokenizer_files import load_our_tokenizer
+from gpt_dist.conversion.hf_tokenizer import save_hf_tokenizer
 from gpt_dist.conversion.model_card import model_card
 from gpt_dist.conversion.output_dir import check_output_dir, staged_output_dir
 from gpt_dist.conversion.safetensors_writer import write_safetensors
-from gpt_dist.conversion.state_dict_adapter import hf_config, hf_shape, to_hf_tensor
 from gpt_dist.errors import CheckpointError
 
 log = logging.getLogger(__name__)

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from gpt_dist.checkpoint_layout import METADATA_FILE, mark_complete, tag_for_step, write_json_atomic
-from gpt_dist.conversion.deepspeed_checkpoint import ZERO0_MODEL_FILE
-from gpt_dist.conversion.hf_checkpoint import read_hf_dir
-from gpt_dist.conversion.lazy_tensor import materialize
+from gpt_dist.checkpoint.deepspeed_reader import ZERO0_MODEL_FILE
+from gpt_dist.checkpoint.hf_reader import read_hf_dir
+from gpt_dist.checkpoint.layout import METADATA_FILE, mark_complete, tag_for_step, write_json_atomic
+from gpt_dist.checkpoint.lazy_tensor import materialize
+from gpt_dist.checkpoint.state_dict_adapter import LM_HEAD, pad_vocab
 from gpt_dist.conversion.output_dir import check_output_dir, staged_output_dir
-from gpt_dist.conversion.state_dict_adapter import LM_HEAD, pad_vocab
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
+from gpt_dist.checkpoint import training_state as checkpointing
+from gpt_dist.checkpoint.loader import load_init_weights
 from gpt_dist.config import Config, gradient_accumulation_steps, total_steps
-from gpt_dist.engine import checkpointing
 from gpt_dist.engine.callbacks import Callback, JsonlMetrics, LossCurve, ProgressBar, Wandb
 from gpt_dist.engine.deepspeed_setup import initialize
 from gpt_dist.engine.distributed import DistInfo, all_reduce_mean, any_rank, barrier, init_distributed
@@ -108,7 +109,7 @@ class Trainer:
         self.state = TrainState()
         plan = checkpointing.plan_resume(cfg, dist)
         if plan is None and cfg.checkpoint.init_from:
-            checkpointing.load_init_weights(model, cfg.checkpoint.init_from, cfg.model)
+            load_init_weights(model, cfg.checkpoint.init_from, cfg.model)
         if cfg.lora.r > 0:  # after the starting weights, before DeepSpeed sees the parameters
             model = lora.add_lora(model, cfg.lora)
             trainable, total = lora.trainable_parameters(model)

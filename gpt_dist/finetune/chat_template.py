@@ -252,9 +252,9 @@ def resolve_chat_template(value: str | None, init_from: str | None) -> tuple[str
 
 def saved_chat_template(path: str | Path) -> str | None:
     """The chat template stored with a model directory (its metadata only is read), or None."""
-    from gpt_dist.checkpoint_layout import read_metadata, resolve_tag
-    from gpt_dist.conversion.hf_checkpoint import is_hf_dir
-    from gpt_dist.conversion.hf_tokenizer import chat_template_of
+    from gpt_dist.checkpoint.hf_reader import is_hf_dir
+    from gpt_dist.checkpoint.layout import read_metadata, resolve_tag
+    from gpt_dist.checkpoint.tokenizer_files import chat_template_of
     from gpt_dist.errors import CheckpointError
 
     p = Path(path)

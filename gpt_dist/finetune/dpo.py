@@ -68,7 +68,7 @@ def reference_logps(
     same weights, both give the same numbers and the loss is log 2. Each rank scores every
     world_size-th pair; an all-reduce gives every rank the whole table.
     """
-    from gpt_dist.engine.checkpointing import load_init_weights
+    from gpt_dist.checkpoint.loader import load_init_weights
     from gpt_dist.model.gpt import GPT
 
     t0 = time.perf_counter()

@@ -2,10 +2,9 @@
 
     sampling.py  repetition penalty, temperature (0 = greedy), top-k, top-p
     decoding.py  batched, left-padded decoding with a KV cache; stops at end-of-text
-    loading.py   a gpt_dist checkpoint or Hugging Face directory -> model, tokenizer, chat template
     chat.py      multi-turn chat through the model's chat template
 
-    from gpt_dist.generation.loading import load_model
+    from gpt_dist.checkpoint.loader import load_model
     from gpt_dist.generation.decoding import generate
     from gpt_dist.generation.sampling import SamplingParams
     m = load_model("runs/sft/ckpt")

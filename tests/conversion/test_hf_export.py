@@ -18,9 +18,11 @@ from conversion_helpers import MIXED_TEXTS, greedy, hf_greedy
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel
 
-from gpt_dist.checkpoint_layout import METADATA_FILE
+from gpt_dist.checkpoint.layout import METADATA_FILE
+from gpt_dist.checkpoint.loader import load_weights
+from gpt_dist.checkpoint.state_dict_adapter import pad_vocab
 from gpt_dist.cli import main
-from gpt_dist.conversion import export_hf, load_weights, pad_vocab
+from gpt_dist.conversion import export_hf
 from gpt_dist.errors import CheckpointError
 from gpt_dist.model.gpt import GPT
 

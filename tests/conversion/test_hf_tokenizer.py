@@ -9,13 +9,9 @@ import pytest
 from conversion_helpers import MIXED_TEXTS, corpus, train_byte_bpe, train_sentencepiece
 from transformers import AutoTokenizer
 
+from gpt_dist.checkpoint.tokenizer_files import chat_template_of, load_our_tokenizer, tokenizer_spec_of
 from gpt_dist.config import TokenizerConfig
-from gpt_dist.conversion.hf_tokenizer import (
-    chat_template_of,
-    load_our_tokenizer,
-    save_hf_tokenizer,
-    tokenizer_spec_of,
-)
+from gpt_dist.conversion.hf_tokenizer import save_hf_tokenizer
 from gpt_dist.data.tokenizer import load_tokenizer
 from gpt_dist.errors import CheckpointError
 

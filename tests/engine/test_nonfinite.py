@@ -3,7 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gpt_dist.checkpoint_layout import latest_complete_tag
+from gpt_dist.checkpoint.layout import latest_complete_tag
 
 from engine_runs import base_overrides
 from testutil import REPO

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt_dist.checkpoint_layout import complete_tags, latest_complete_tag
+from gpt_dist.checkpoint.layout import complete_tags, latest_complete_tag
 
 from engine_runs import Run, base_overrides, train_cmd
 from testutil import REPO
@@ -127,8 +127,8 @@ def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_ru
     """LoRA (peft) from a checkpoint, ZeRO-3 on 2 ranks: only the adapters change, and a run
     stopped there and resumed on 1 rank (DeepSpeed's universal format, which leaves the frozen
     weights out) continues as the uninterrupted run to 1e-5."""
-    from gpt_dist.conversion import load_weights
-    from gpt_dist.conversion.deepspeed_checkpoint import read_raw_weights
+    from gpt_dist.checkpoint.deepspeed_reader import read_raw_weights
+    from gpt_dist.checkpoint.loader import load_weights
 
     init = zero_runs[0].run_dir / "ckpt"
     common = FAST + ["engine.zero_stage=3", "train.max_steps=4", "checkpoint.every_steps=2", "eval.every_steps=4",

@@ -10,7 +10,8 @@ import pytest
 import torch
 from finetune_helpers import one_thread, reply_of, tiny_config, train_metrics
 
-from gpt_dist.checkpoint_layout import latest_complete_tag, read_metadata
+from gpt_dist.checkpoint.layout import latest_complete_tag, read_metadata
+from gpt_dist.checkpoint.loader import load_model
 from gpt_dist.engine.distributed import DistInfo
 from gpt_dist.finetune.chat_template import DEFAULT_CHAT_TEMPLATE, ChatTemplate
 from gpt_dist.finetune.packing import pack_rows, packed_batch, padded_batch
@@ -18,7 +19,6 @@ from gpt_dist.finetune.sample_data import colour_record
 from gpt_dist.finetune.stages import SFT
 from gpt_dist.generation.chat import ChatSession
 from gpt_dist.generation.decoding import generate
-from gpt_dist.generation.loading import load_model
 from gpt_dist.generation.sampling import SamplingParams
 from gpt_dist.model.gpt import GPT, IGNORE_INDEX
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gpt_dist.checkpoint_layout import complete_tags
+from gpt_dist.checkpoint.layout import complete_tags
 from testutil import BIN, REPO, free_port
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt_dist.checkpoint_layout import complete_tags
+from gpt_dist.checkpoint.layout import complete_tags
 
 pytestmark = pytest.mark.slow
 

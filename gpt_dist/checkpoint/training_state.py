@@ -1,7 +1,7 @@
 """Saving and restoring training state around DeepSpeed's save/load_checkpoint.
 
 A save is complete only once every rank has written and rank 0 has put the COMPLETE marker
-(gpt_dist.checkpoint_layout): a process killed mid-save leaves a tag without it, which
+(gpt_dist.checkpoint.layout): a process killed mid-save leaves a tag without it, which
 resume passes over. Resuming on another data-parallel world size goes through DeepSpeed's
 universal checkpoint format (ZeRO 1-3); ZeRO-0 checkpoints hold whole optimizer states and
 load on any world size as they are.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpt_dist.checkpoint_layout import (
+from gpt_dist.checkpoint.layout import (
     METADATA_FORMAT,
     complete_tags,
     latest_complete_tag,
@@ -164,7 +164,7 @@ def load_frozen_weights(model: torch.nn.Module, plan: ResumePlan, cfg: Config) -
     """Before a LoRA run resumes on another world size: copy its frozen weights from the tag into
     `model` (adapters already added). DeepSpeed's universal format carries only the parameters
     the optimizer holds, so without this the frozen base would keep its random initial values."""
-    from gpt_dist.conversion.deepspeed_checkpoint import read_raw_weights
+    from gpt_dist.checkpoint.deepspeed_reader import read_raw_weights
 
     tag_dir = Path(cfg.checkpoint_dir) / plan.tag
     saved = read_raw_weights(tag_dir, plan.metadata)
@@ -180,41 +180,3 @@ def load_frozen_weights(model: torch.nn.Module, plan: ResumePlan, cfg: Config) -
                     "from a run with the same model and lora settings"
                 )
             p.copy_(saved[name].load())
-
-
-def load_init_weights(model: torch.nn.Module, path: str, model_cfg: ModelConfig) -> dict[str, Any]:
-    """Copy weights from a gpt_dist checkpoint or a Hugging Face GPT-2 directory into `model`
-    (weights only: the optimizer and data position start fresh). Returns the source's metadata."""
-    from gpt_dist.conversion import load_weights
-
-    src_cfg, state, meta = load_weights(path)
-    for key in ("n_layer", "n_head", "n_embd", "vocab_size"):
-        if getattr(src_cfg, key) != getattr(model_cfg, key):
-            raise CheckpointError(
-                f"checkpoint.init_from={path}: model.{key} is {getattr(src_cfg, key)} there but {getattr(model_cfg, key)} "
-                f"in this config; set model.{key}: {getattr(src_cfg, key)} (or model.preset to match)"
-            )
-    if model_cfg.block_size > src_cfg.block_size:
-        raise CheckpointError(
-            f"checkpoint.init_from={path}: it has {src_cfg.block_size} positions, this config asks for "
-            f"model.block_size={model_cfg.block_size}; use block_size <= {src_cfg.block_size}"
-        )
-    own = model.state_dict()
-    with torch.no_grad():
-        for name, tensor in own.items():
-            if name == "lm_head.weight":
-                continue  # tied to the token embedding
-            if name not in state:
-                raise CheckpointError(f"checkpoint.init_from={path}: tensor {name} is missing")
-            src = state[name]
-            # embeddings may differ in padded rows (vocab) or in positions (shorter block_size)
-            rows = min(src.shape[0], tensor.shape[0]) if src.dim() == 2 and name.endswith(("wte.weight", "wpe.weight")) else None
-            if rows is not None:
-                if name.endswith("wte.weight"):
-                    tensor.zero_()  # vocab padding rows: never read, kept deterministic
-                tensor[:rows].copy_(src[:rows])
-            elif src.shape != tensor.shape:
-                raise CheckpointError(f"checkpoint.init_from={path}: {name} has shape {tuple(src.shape)}, expected {tuple(tensor.shape)}")
-            else:
-                tensor.copy_(src)
-    return meta

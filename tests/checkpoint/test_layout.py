@@ -1,6 +1,6 @@
 import pytest
 
-from gpt_dist.checkpoint_layout import (
+from gpt_dist.checkpoint.layout import (
     complete_tags,
     latest_complete_tag,
     mark_complete,
@@ -8,7 +8,7 @@ from gpt_dist.checkpoint_layout import (
     tag_for_step,
     write_json_atomic,
 )
-from gpt_dist.engine.checkpointing import prune
+from gpt_dist.checkpoint.training_state import prune
 from gpt_dist.errors import CheckpointError
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from gpt_dist.checkpoint_layout import METADATA_FORMAT
+from gpt_dist.checkpoint.layout import METADATA_FORMAT
+from gpt_dist.checkpoint.lazy_tensor import LazyTensor
+from gpt_dist.checkpoint.tokenizer_files import chat_template_of, tokenizer_spec_of
 from gpt_dist.config import Config, ModelConfig
-from gpt_dist.conversion.hf_tokenizer import chat_template_of, tokenizer_spec_of
-from gpt_dist.conversion.lazy_tensor import LazyTensor
-from gpt_dist.conversion.state_dict_adapter import (
+from gpt_dist.checkpoint.state_dict_adapter import (
     LM_HEAD,
     WTE,
     check_shapes,

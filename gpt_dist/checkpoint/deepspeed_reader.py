@@ -34,10 +34,10 @@ from typing import Any
 
 import torch
 
-from gpt_dist.checkpoint_layout import COMPLETE_MARKER, METADATA_FILE, resolve_tag, step_of_tag
+from gpt_dist.checkpoint.layout import COMPLETE_MARKER, METADATA_FILE, resolve_tag, step_of_tag
+from gpt_dist.checkpoint.lazy_tensor import LazyTensor, from_tensor
+from gpt_dist.checkpoint.state_dict_adapter import LM_HEAD, check_shapes
 from gpt_dist.config import ConfigError, ModelConfig, resolve_model_config
-from gpt_dist.conversion.lazy_tensor import LazyTensor, from_tensor
-from gpt_dist.conversion.state_dict_adapter import LM_HEAD, check_shapes
 from gpt_dist.errors import CheckpointError
 from gpt_dist.model import lora
 

@@ -9,7 +9,7 @@ import torch
 from conversion_helpers import greedy, hf_greedy, random_gpt, random_hf_gpt2, tiny_config
 from transformers import GPT2LMHeadModel
 
-from gpt_dist.conversion.state_dict_adapter import (
+from gpt_dist.checkpoint.state_dict_adapter import (
     LM_HEAD,
     from_hf_tensor,
     hf_config,
