@@ -36,6 +36,8 @@ import torch
 
 from gpt_dist.checkpoint.layout import COMPLETE_MARKER, METADATA_FILE, resolve_tag, step_of_tag
 from gpt_dist.checkpoint.lazy_tensor import LazyTensor, from_tensor
+from gpt_dist.checkpoint.manifest import verify_tag
+from gpt_dist.checkpoint.safe_load import load_file, refusal, refused_error, weights_only_loads
 from gpt_dist.checkpoint.state_dict_adapter import LM_HEAD, check_shapes
 from gpt_dist.config import ConfigError, ModelConfig, resolve_model_config
 from gpt_dist.errors import CheckpointError
@@ -118,8 +120,9 @@ def read_raw_weights(tag_dir: Path, meta: dict[str, Any]) -> dict[str, LazyTenso
         raise CheckpointError(f"{meta_file}: zero_stage is {stage!r}, expected 0-3; the metadata is damaged")
     if stage > 0 and (not isinstance(world, int) or world < 1):
         raise CheckpointError(f"{meta_file}: world_size is {world!r}, expected the number of ranks that saved")
-    for f in _expected_files(tag_dir, stage, world):
-        _check_readable(f, stage, world)
+    for f in expected_files(tag_dir, stage, world):
+        check_readable(f, stage, world)
+    verify_tag(tag_dir)
 
     if stage == 0:
         return _read_module(tag_dir / ZERO0_MODEL_FILE)
@@ -150,7 +153,7 @@ def _merge_adapters(weights: dict[str, LazyTensor], meta: dict[str, Any], meta_f
         raise CheckpointError(f"{meta_file.parent}: LoRA tensor {e.args[0]} is missing; the checkpoint is damaged") from None
 
 
-def _expected_files(tag_dir: Path, stage: int, world: int | None) -> list[Path]:
+def expected_files(tag_dir: Path, stage: int, world: int | None) -> list[Path]:
     if stage == 0:
         return [tag_dir / ZERO0_MODEL_FILE]
     files = [tag_dir / ZERO0_MODEL_FILE] if stage < 3 else []
@@ -162,7 +165,7 @@ def _expected_files(tag_dir: Path, stage: int, world: int | None) -> list[Path]:
     return files
 
 
-def _check_readable(path: Path, stage: int, world: int | None) -> None:
+def check_readable(path: Path, stage: int, world: int | None) -> None:
     """A missing or truncated shard is caught here, naming the file, before DeepSpeed reads any."""
     saved_by = f"ZeRO-{stage}" + (f" on {world} ranks" if stage > 0 else "")
     if not path.is_file():
@@ -187,18 +190,8 @@ def _check_readable(path: Path, stage: int, world: int | None) -> None:
         ) from None
 
 
-def _torch_load(path: Path) -> Any:
-    try:
-        # DeepSpeed pickles its own config objects next to the tensors: weights_only cannot read them.
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise CheckpointError(
-            f"{path}: cannot be read ({e}); copy the tag folder again or pick another --tag"
-        ) from None
-
-
 def _read_module(path: Path) -> dict[str, LazyTensor]:
-    state = _torch_load(path)
+    state = load_file(path, mmap=True)
     module = state.get("module") if isinstance(state, dict) else None
     if not isinstance(module, dict) or not module:
         raise CheckpointError(f"{path}: has no 'module' weights; it is not a DeepSpeed ZeRO-0/1/2 model-states file")
@@ -210,9 +203,11 @@ def _read_zero_partitions(tag_dir: Path, stage: int) -> dict[str, LazyTensor]:
 
     chatter = io.StringIO()  # zero_to_fp32 prints its progress; keep it for --verbose
     try:
-        with contextlib.redirect_stdout(chatter):
+        with contextlib.redirect_stdout(chatter), weights_only_loads():
             state = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name, lazy_mode=True)
     except Exception as e:  # noqa: BLE001 - DeepSpeed raises ValueError/FileNotFoundError/RuntimeError
+        if refusal(e) is not None:
+            raise refused_error(tag_dir, refusal(e)) from None
         raise CheckpointError(
             f"{tag_dir}: DeepSpeed could not reassemble the ZeRO-{stage} weights ({e}); the shards do not form one "
             "checkpoint (files from different saves or world sizes?); copy the tag folder again or pick another --tag"

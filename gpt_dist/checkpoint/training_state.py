@@ -5,6 +5,13 @@ A save is complete only once every rank has written and rank 0 has put the COMPL
 resume passes over. Resuming on another data-parallel world size goes through DeepSpeed's
 universal checkpoint format (ZeRO 1-3); ZeRO-0 checkpoints hold whole optimizer states and
 load on any world size as they are.
+
+Resume validates before any rank loads: each rank checks the newest complete tag (every file
+its manifest lists, of its size and fingerprint; the files DeepSpeed will read, readable
+weights-only; the model shape against this config) and, with `checkpoint.resume: auto`,
+falls back to the newest tag that validates. Every rank reads the same files and reaches the
+same verdict, so a damaged tag is one clear error (or the same fall-back) everywhere, before
+any collective that a failing rank would leave hanging.
 """
 
 from __future__ import annotations
@@ -20,17 +27,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from gpt_dist.checkpoint.deepspeed_reader import check_readable, expected_files, model_config_from_metadata
 from gpt_dist.checkpoint.layout import (
+    METADATA_FILE,
     METADATA_FORMAT,
     complete_tags,
-    latest_complete_tag,
     mark_complete,
     read_metadata,
     step_of_tag,
     tag_for_step,
     write_json_atomic,
 )
-from gpt_dist.config import Config, ModelConfig
+from gpt_dist.checkpoint.manifest import verify_tag, write_manifest
+from gpt_dist.checkpoint.safe_load import load_file, refusal, refused_error, weights_only_loads
+from gpt_dist.config import Config
 from gpt_dist.engine.deepspeed_setup import restore_optimizer_invariants
 from gpt_dist.engine.distributed import DistInfo, barrier
 from gpt_dist.errors import CheckpointError
@@ -62,22 +72,78 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+_SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "vocab_size", "block_size")
+
+
 def plan_resume(cfg: Config, dist: DistInfo) -> ResumePlan | None:
-    """What `checkpoint.resume: auto` will load, decided before the engine is built."""
+    """What `checkpoint.resume: auto` will load, decided before the engine is built: the newest
+    complete tag that validates (see the module docstring), or None to start fresh.
+
+    A checkpoint of another model or ZeRO stage is an error (no fall-back: every tag of the run
+    dir is); damaged tags are passed over, saying so; none left that validates is an error."""
     if cfg.checkpoint.resume != "auto":
         return None
     ckpt_dir = Path(cfg.checkpoint_dir)
-    tag = latest_complete_tag(ckpt_dir)
-    if tag is None:
-        return None
-    meta = read_metadata(ckpt_dir / tag)
-    if meta.get("zero_stage") != cfg.engine.zero_stage:
+    damaged: list[str] = []
+    for tag in reversed(complete_tags(ckpt_dir)):
+        tag_dir = ckpt_dir / tag
+        try:
+            meta = read_metadata(tag_dir)
+            _check_same_run(tag_dir, meta, cfg)
+            validate_tag(tag_dir, meta)
+        except _OtherRunError as e:
+            raise CheckpointError(str(e)) from None
+        except CheckpointError as e:
+            damaged.append(f"{tag}: {e}")
+            continue
+        if damaged and dist.is_main:
+            log.warning("checkpoint.resume=auto: passing over damaged checkpoints (%s); resuming from %s, the newest "
+                        "tag that validates", "; ".join(damaged), tag)
+        universal = meta.get("world_size") != dist.world_size and cfg.engine.zero_stage > 0
+        return ResumePlan(tag=tag, metadata=meta, universal=universal)
+    if damaged:
         raise CheckpointError(
-            f"{ckpt_dir / tag}: written with ZeRO stage {meta.get('zero_stage')}, this run uses engine.zero_stage="
+            f"{ckpt_dir}: no complete checkpoint validates ({'; '.join(damaged)}); restore the files, or start over "
+            "with a new run_dir (or checkpoint.resume: never)"
+        )
+    return None
+
+
+class _OtherRunError(CheckpointError):
+    """The run dir holds checkpoints of another model or engine: no tag of it will do."""
+
+
+def _check_same_run(tag_dir: Path, meta: dict[str, Any], cfg: Config) -> None:
+    run_dir = tag_dir.parent
+    if meta.get("zero_stage") != cfg.engine.zero_stage:
+        raise _OtherRunError(
+            f"{tag_dir}: written with ZeRO stage {meta.get('zero_stage')}, this run uses engine.zero_stage="
             f"{cfg.engine.zero_stage}; resume with the same stage (or start from it with checkpoint.init_from and resume: never)"
         )
-    universal = meta.get("world_size") != dist.world_size and cfg.engine.zero_stage > 0
-    return ResumePlan(tag=tag, metadata=meta, universal=universal)
+    saved = model_config_from_metadata(meta, tag_dir / METADATA_FILE)
+    diff = [f"{k} {getattr(saved, k)} vs {getattr(cfg.model, k)}" for k in _SHAPE_FIELDS
+            if getattr(saved, k) != getattr(cfg.model, k)]
+    saved_r = ((meta.get("config") or {}).get("lora") or {}).get("r", 0)
+    if saved_r != cfg.lora.r:
+        diff.append(f"lora.r {saved_r} vs {cfg.lora.r}")
+    if diff:
+        raise _OtherRunError(
+            f"{run_dir} holds checkpoints of another model ({', '.join(diff)}; saved vs this config): use a new run_dir, "
+            f"or checkpoint.init_from: {tag_dir} with checkpoint.resume: never to start from them"
+        )
+
+
+def validate_tag(tag_dir: Path, meta: dict[str, Any]) -> None:
+    """Raise CheckpointError naming the file if `tag_dir` cannot be resumed from as it is:
+    a file missing, truncated or from another save, or one that would run code when loaded."""
+    verify_tag(tag_dir)
+    stage, world = meta.get("zero_stage"), meta.get("world_size")
+    if not isinstance(world, int) or world < 1:
+        raise CheckpointError(f"{tag_dir / METADATA_FILE}: world_size is {world!r}, expected the number of ranks that saved")
+    for f in expected_files(tag_dir, stage, world):
+        check_readable(f, stage, world)
+    for f in sorted(tag_dir.glob("*.pt")):
+        load_file(f, mmap=True)  # weights-only: refuses a file that would run code; mapped, so cheap
 
 
 def _ensure_universal(ckpt_dir: Path, tag: str, dist: DistInfo) -> str:
@@ -94,7 +160,8 @@ def _ensure_universal(ckpt_dir: Path, tag: str, dist: DistInfo) -> str:
             input_folder=str(ckpt_dir / tag), output_folder=str(tmp), num_extract_workers=1, num_merge_workers=1,
             keep_temp_folder=False, strict=True, inject_missing_state=True,
         )
-        ds_to_universal.main(args)
+        with weights_only_loads():
+            ds_to_universal.main(args)
         for f in (ckpt_dir / tag).glob("mp_rank_*_model_states.pt"):
             if not (tmp / f.name).exists():
                 shutil.copy2(f, tmp / f.name)
@@ -108,14 +175,21 @@ def load_for_resume(engine, plan: ResumePlan, cfg: Config, dist: DistInfo) -> di
     """Load model, optimizer and our client state from `plan`; returns the client state."""
     ckpt_dir = Path(cfg.checkpoint_dir)
     tag = _ensure_universal(ckpt_dir, plan.tag, dist) if plan.universal else plan.tag
-    path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=False)
+    try:
+        with weights_only_loads():
+            path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
+                                                  load_lr_scheduler_states=False)
+    except Exception as e:
+        if refusal(e) is not None:
+            raise refused_error(ckpt_dir / tag, refusal(e)) from None
+        raise
     if path is None:
         raise CheckpointError(f"{ckpt_dir / tag}: DeepSpeed could not load this checkpoint")
     restore_optimizer_invariants(engine.optimizer, engine.module, cfg)
     state = (client or {}).get("gpt_dist") or plan.metadata["client_state"]
     rng_file = ckpt_dir / plan.tag / f"rng_rank{dist.rank:05d}.pt"
     if not plan.universal and rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+        set_rng_state(load_file(rng_file))
     return state
 
 
@@ -135,8 +209,8 @@ def save(engine, cfg: Config, dist: DistInfo, step: int, client_state: dict[str,
     if dist.is_main:
         meta = dict(metadata, format=METADATA_FORMAT, step=step, client_state=client_state,
                     zero_stage=cfg.engine.zero_stage, world_size=dist.world_size)
-        write_json_atomic(tag_dir / "gpt_dist.json", meta)
-        mark_complete(tag_dir)
+        write_json_atomic(tag_dir / METADATA_FILE, meta)
+        write_manifest(tag_dir)
         prune(ckpt_dir, cfg.checkpoint.keep_last)
     barrier()
     return tag_dir

@@ -21,8 +21,9 @@ import torch
 
 from gpt_dist.checkpoint.deepspeed_reader import ZERO0_MODEL_FILE
 from gpt_dist.checkpoint.hf_reader import read_hf_dir
-from gpt_dist.checkpoint.layout import METADATA_FILE, mark_complete, tag_for_step, write_json_atomic
+from gpt_dist.checkpoint.layout import METADATA_FILE, tag_for_step, write_json_atomic
 from gpt_dist.checkpoint.lazy_tensor import materialize
+from gpt_dist.checkpoint.manifest import write_manifest
 from gpt_dist.checkpoint.state_dict_adapter import LM_HEAD, pad_vocab
 from gpt_dist.conversion.output_dir import check_output_dir, staged_output_dir
 
@@ -65,7 +66,7 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:
         )
         meta.update(zero_stage=0, world_size=1)
         write_json_atomic(tag_dir / METADATA_FILE, meta)
-        mark_complete(tag_dir)
+        write_manifest(tag_dir)
         (tmp / "latest").write_text(tag, encoding="utf-8")  # DeepSpeed's pointer to the newest tag
     log.info("wrote %s (%s, step 0) from %s", out / tag, "x".join(map(str, (cfg.n_layer, cfg.n_embd))), hf_dir)
     return out / tag
