@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 
+from gpt_dist.engine import signals
 from gpt_dist.errors import UserError
 
 # Order here is the order in `gpt-dist --help`.
@@ -41,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First: a stop signal during start-up (imports, DeepSpeed's set-up) must be recorded.
+    previous = signals.install()
     args = build_parser().parse_args(argv)
+    if args.command != "train":
+        signals.uninstall(previous)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import Node, OmegaConf
 from omegaconf import errors as oc_errors
 
 from gpt_dist.errors import UserError
@@ -313,21 +314,85 @@ def _field_dataclass(cls: type, name: str) -> type | None:
     return None
 
 
+# Names other frameworks use for our keys (Hugging Face TrainingArguments, Megatron, nanoGPT):
+# a close spelling is not enough to find them.
+KEY_ALIASES = {
+    "learning_rate": "lr", "max_lr": "lr", "lr_max": "lr", "min_learning_rate": "min_lr", "lr_min": "min_lr",
+    "batch_size": "micro_batch_size", "per_device_train_batch_size": "micro_batch_size",
+    "max_grad_norm": "grad_clip", "clip_grad": "grad_clip", "gradient_clipping": "grad_clip",
+    "adam_beta1": "beta1", "adam_beta2": "beta2", "adam_epsilon": "eps", "adam_eps": "eps",
+    "num_layers": "n_layer", "n_layers": "n_layer", "num_attention_heads": "n_head", "n_heads": "n_head",
+    "hidden_size": "n_embd", "d_model": "n_embd", "max_position_embeddings": "block_size",
+    "context_length": "block_size", "seq_length": "seq_len", "stage": "zero_stage",
+}
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
 def _explain(source: str, e: Exception, root: type) -> str:
-    key = getattr(e, "full_key", None) or "?"
-    key = key.replace("[", ".").replace("]", "")
-    if isinstance(e, oc_errors.ConfigKeyError) or "not in" in str(e).split("\n")[0]:
-        leaf = key.split(".")[-1]
-        parent_cls = _dataclass_at(root, key)
-        hint = ""
-        if parent_cls is not None:
-            names = [f.name for f in dataclasses.fields(parent_cls)]
-            close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.5)
-            hint = f"; did you mean '{'.'.join(key.split('.')[:-1] + [close[0]])}'?" if close else ""
-            hint += f" Valid keys here: {', '.join(names)}"
-        return f"{source}: unknown key '{key}'{hint}"
+    """One sentence (or two) for an OmegaConf merge error: the source, the key, what was
+    expected and what was given, and the fix; never OmegaConf's own wording alone."""
+    key = getattr(e, "full_key", None)
     msg = str(e).split("\n")[0]
+    m = re.search(r"(\w+) is not a subclass of (\w+)\. value: (.*)$", msg)
+    if not key and m:  # a section given a scalar: `model: 5`
+        section = _section_of(root, m.group(2)) or "?"
+        keys = ", ".join(f.name for f in dataclasses.fields(_dataclass_at(root, section + ".x") or root)) \
+            if section != "?" else ""
+        return (f"{source}: '{section}' must be a mapping of its keys ({keys}), not the {m.group(1)} {m.group(3)}; "
+                f"e.g. {section}: {{{keys.split(', ')[0]}: ...}}.")
+    key = (key or "?").replace("[", ".").replace("]", "")
+    if isinstance(e, oc_errors.ConfigKeyError) or "not in" in msg:
+        leaf = key.split(".")[-1]
+        parent = ".".join(key.split(".")[:-1])
+        parent_cls = _dataclass_at(root, key)
+        if parent_cls is None:
+            return f"{source}: unknown key '{key}'."
+        names = [f.name for f in dataclasses.fields(parent_cls)]
+        close = [KEY_ALIASES[leaf]] if KEY_ALIASES.get(leaf) in names else difflib.get_close_matches(leaf, names, n=1, cutoff=0.5)
+        hint = f"; did you mean '{'.'.join(([parent] if parent else []) + [close[0]])}'?" if close else "."
+        return f"{source}: unknown key '{key}'{hint} Valid keys {'in ' + parent if parent else 'here'}: {', '.join(names)}."
+    expected = _expected(root, key)
+    if expected is not None and hasattr(e, "value"):
+        got = getattr(e, "value")
+        if OmegaConf.is_config(got):
+            got = OmegaConf.to_container(got)
+        elif isinstance(got, Node):
+            got = got._value()
+        return f"{source}: key '{key}' expects {expected}, not {got!r} ({type(got).__name__})."
     return f"{source}: key '{key}': {msg}"
+
+
+def _section_of(root: type, cls_name: str, prefix: str = "") -> str | None:
+    """The dotted path of the field of `root` (or below) whose dataclass is named `cls_name`."""
+    for f in dataclasses.fields(root):
+        sub = _field_dataclass(root, f.name)
+        if sub is None:
+            continue
+        if sub.__name__ == cls_name:
+            return prefix + f.name
+        found = _section_of(sub, cls_name, prefix + f.name + ".")
+        if found:
+            return found
+    return None
+
+
+def _expected(root: type, key: str) -> str | None:
+    """What the field at dotted `key` takes, in words ("a number", "a list", ...)."""
+    parent = _dataclass_at(root, key)
+    if parent is None:
+        return None
+    t = typing.get_type_hints(parent).get(key.split(".")[-1])
+    args = [a for a in (getattr(t, "__args__", None) or ()) if a is not type(None)]
+    base = typing.get_origin(t) or t
+    if base in (list, tuple) or any(typing.get_origin(a) in (list, tuple) for a in args):
+        return "a list"
+    if base in (dict,) or dataclasses.is_dataclass(base):
+        return "a mapping"
+    for a in args or [t]:
+        if a in _TYPE_WORDS:
+            return _TYPE_WORDS[a]
+    return None
 
 
 # -------------------------------------------------------------------------- validation

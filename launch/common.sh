@@ -69,17 +69,19 @@ launch_resolve_gpus() {
 # how many process levels lie between the launcher and the ranks (torchrun: 1; the deepspeed
 # runner starts deepspeed.launcher.launch, which starts the ranks: 2).
 #
-# The launcher runs in its own session with SIGUSR1 ignored (the ranks install their own
-# handler), so a terminal's Ctrl-C reaches only this script, which passes SIGINT/SIGTERM (as
-# SIGTERM) and SIGUSR1 on to the ranks themselves: each finishes its step, saves and exits 0.
-# The launchers would otherwise die of SIGUSR1, or answer SIGTERM by killing the ranks 30 s
-# later, possibly in the middle of a save.
+# The launcher runs in its own session with SIGUSR1 blocked, so a terminal's Ctrl-C reaches only
+# this script, which passes SIGINT/SIGTERM (as SIGTERM) and SIGUSR1 on to the ranks themselves:
+# each finishes its step, saves and exits 0. The launchers would otherwise die of SIGUSR1, or
+# answer SIGTERM by killing the ranks 30 s later, possibly in the middle of a save. Blocked, not
+# ignored: the ranks inherit the mask, a signal that comes while one is still starting stays
+# pending, and gpt-dist unblocks it as its first step, delivering it to its handler
+# (gpt_dist/engine/signals.py). An ignored signal would be inherited as ignored, and lost.
 launch_run() {
     launch_name=$1
     launch_depth=$2
     shift 2
     echo "$launch_name: $*" >&2
-    setsid bash -c 'trap "" USR1; exec "$@"' launcher "$@" &
+    setsid python -m gpt_dist.engine.signals "$@" &
     launch_pid=$!
     trap '_launch_signal_ranks USR1' USR1
     trap '_launch_signal_ranks TERM' TERM INT

@@ -146,3 +146,39 @@ def test_lora_needs_starting_weights_and_known_targets(tmp_path):
         load_config([], SMALL + ["lora.r=8", "checkpoint.init_from=runs/x/ckpt", "lora.dropout=1.0"])
     cfg = load_config([], SMALL + ["lora.r=8", "checkpoint.init_from=runs/x/ckpt"])
     assert cfg.lora.r == 8 and list(cfg.lora.target_modules) == ["c_attn", "c_proj", "c_fc"]
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    # a section given a scalar
+    ("model: 5\n", "bad.yaml: 'model' must be a mapping of its keys (preset, n_layer, "),
+    ("log:\n  wandb: 3\n", "bad.yaml: 'log.wandb' must be a mapping of its keys (mode, project, name), not the int 3"),
+    # wrong types: what was expected, in words
+    ("data:\n  train: 5\n", "bad.yaml: key 'data.train' expects a list, not 5 (int)."),
+    ("train:\n  lr: [1, 2]\n", "bad.yaml: key 'train.lr' expects a number, not [1, 2] (list)."),
+    ("model:\n  n_layer: abc\n", "bad.yaml: key 'model.n_layer' expects an integer, not 'abc' (str)."),
+])
+def test_wrong_shapes_and_types_say_what_was_expected(tmp_path, yaml_text, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_config([f])
+    assert str(e.value).startswith(str(f.parent / message) if message.startswith("bad.yaml") else message)
+    assert "Merge error" not in str(e.value) and "AnyNode" not in str(e.value) and "subclass" not in str(e.value)
+
+
+@pytest.mark.parametrize("override, suggestion", [
+    ("train.learning_rate=1e-3", "train.lr"),
+    ("train.max_grad_norm=1", "train.grad_clip"),
+    ("model.num_layers=3", "model.n_layer"),
+])
+def test_other_frameworks_names_suggest_ours(override, suggestion):
+    with pytest.raises(ConfigError) as e:
+        load_config([], [override])
+    msg = str(e.value)
+    assert f"did you mean '{suggestion}'? Valid keys in {suggestion.split('.')[0]}: " in msg
+    assert msg.endswith(".")  # sentences end; none runs into the next
+
+
+def test_unknown_key_without_a_close_one_is_two_sentences():
+    with pytest.raises(ConfigError, match=r"^--set: unknown key 'train.zzz'\. Valid keys in train: global_batch_tokens"):
+        load_config([], ["train.zzz=1"])

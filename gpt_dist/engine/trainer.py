@@ -6,7 +6,7 @@ Per optimizer step: set the learning rate, run `gradient_accumulation_steps` mic
 through DeepSpeed (forward, backward, step), then log / evaluate / checkpoint on their
 cadences. A micro-batch whose loss is NaN or inf on any rank is skipped on all ranks and
 counted; `train.max_nonfinite_steps` of them in a row stop the run, keeping the last good
-checkpoint. SIGUSR1 / SIGTERM finish the step, save and exit cleanly (SIGUSR1 inside SLURM
+checkpoint. SIGUSR1 / SIGTERM / SIGINT finish the step, save and exit cleanly (SIGUSR1 inside SLURM
 also requeues the job).
 """
 
@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import resource
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from gpt_dist.engine.callbacks import Callback, JsonlMetrics, LossCurve, Progres
 from gpt_dist.engine.deepspeed_setup import initialize
 from gpt_dist.engine.distributed import DistInfo, all_reduce_mean, any_rank, barrier, init_distributed
 from gpt_dist.engine.schedule import lr_at
+from gpt_dist.engine.signals import StopSignal
 from gpt_dist.engine.stages import Stage, build_stage
 from gpt_dist.errors import UserError
 from gpt_dist.model import lora
@@ -62,18 +62,6 @@ class TrainResult:
     tokens: int
     last_metrics: dict[str, Any] = field(default_factory=dict)
     stopped_by_signal: str | None = None
-
-
-class _StopSignal:
-    """Records SIGUSR1/SIGTERM; the loop acts on it at the next step boundary."""
-
-    def __init__(self):
-        self.name: str | None = None
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):  # noqa: ARG002
-        self.name = signal.Signals(signum).name
 
 
 def train(cfg: Config, stage: Stage | None = None) -> TrainResult:
@@ -155,7 +143,7 @@ class Trainer:
 
     def run(self) -> TrainResult:
         cfg, engine = self.cfg, self.engine
-        stop = _StopSignal()
+        stop = StopSignal()
         data = iter(self.train_loader)
         tokens_per_step = cfg.train.global_batch_tokens
         for cb in self.callbacks:

@@ -3,6 +3,7 @@ the sample shards, and a signal to the script makes every rank checkpoint and ex
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -98,6 +99,48 @@ def test_two_cpu_ranks_train_and_a_signal_checkpoints_and_exits_0(script, sig, e
     assert not any(e["event"] in ("finished", "requeue") for e in events), events
     steps = [r["step"] for r in _jsonl(run_dir / "metrics.jsonl") if r["split"] == "train"]
     assert steps == list(range(1, k + 1))
+
+
+def _ranks(p: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        procs = psutil.Process(p.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for q in procs:
+        with contextlib.suppress(psutil.Error):
+            cmd = q.cmdline()
+            if "-m" in cmd and cmd[cmd.index("-m") + 1 :][:2] == ["gpt_dist", "train"]:  # python -u -m gpt_dist train
+                out.append(q)
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_sigusr1_while_the_ranks_start_is_honoured(sample_shards, tmp_path):
+    """SLURM's warning may come at any moment: here as soon as the ranks exist, while they are
+    still importing. They inherit the signal blocked, not ignored, and act on it at step 1."""
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
+    for k in [k for k in env if k.startswith("SLURM_")] + ["OMP_NUM_THREADS"]:
+        env.pop(k, None)
+    overrides = [o.replace("train.max_steps=200", "train.max_steps=30") for o in _overrides(sample_shards, run_dir)]
+    log = (tmp_path / "out.log").open("w")
+    p = subprocess.Popen(["launch/single_node.sh", "configs/sample_cpu.yaml", "2", *overrides],
+                         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_ranks(p)) < 2:
+            assert p.poll() is None and time.monotonic() < deadline, (tmp_path / "out.log").read_text()[-4000:]
+            time.sleep(0.02)
+        p.send_signal(signal.SIGUSR1)
+        rc = p.wait(timeout=240)
+    finally:
+        _kill_tree(p)
+    output = (tmp_path / "out.log").read_text()
+    assert rc == 0, output[-4000:]
+    stop = next(e for e in _jsonl(run_dir / "events.jsonl") if e["event"] == "signal")
+    assert stop["signal"] == "SIGUSR1" and stop["step"] == 1, output[-4000:]
+    assert complete_tags(run_dir / "ckpt") == ["step_00000001"]
 
 
 @pytest.mark.parametrize("script", ["launch/single_node.sh", "launch/torchrun.sh"])
