@@ -40,10 +40,14 @@ STATE_FORMAT = "gpt_dist.loader"
 STATE_VERSION = 1
 
 
-def check_tokenizer_matches(spec: dict[str, Any], tokenizer, *, where: str = "the shards") -> None:
-    """Raise DataError unless `tokenizer` (a gpt_dist Tokenizer) is the one `spec` describes."""
+def check_tokenizer_matches(spec: dict[str, Any], tokenizer, *, where: str | None = None) -> None:
+    """Raise DataError unless `tokenizer` (a gpt_dist Tokenizer) is the one `spec` describes.
+    `where` names the shards (default: the sources a TrainLoader's spec lists)."""
     if spec.get("fingerprint") == tokenizer.fingerprint:
         return
+    if where is None:
+        sources = getattr(spec, "sources", None)
+        where = f"the shards of {', '.join(sources)}" if sources else "the shards"
     made_with = f"{spec.get('kind')}{' at ' + spec['path'] if spec.get('path') else ''}"
     raise DataError(
         f"{where} were made with tokenizer {made_with} (fingerprint {str(spec.get('fingerprint'))[:12]}) but this "
@@ -82,7 +86,7 @@ def open_shard_set(path: str, weight: float, cfg: Config, key: str, skipped: lis
         problem = check_shard_file(shard_path, rec)
         if problem is None and cfg.data.skip_corrupt_shards:
             try:
-                read_tokens(shard_path, rec, m.seq_len, m.dtype, verify=True)
+                read_tokens(shard_path, rec, m.seq_len, m.dtype, verify=True, vocab_size=m.tokenizer.get("vocab_size"))
             except DataError as e:
                 problem = str(e)
         if problem is None:
@@ -100,7 +104,15 @@ def open_shard_set(path: str, weight: float, cfg: Config, key: str, skipped: lis
     return ShardSet(str(path), weight, m, shards, cfg.data.skip_corrupt_shards)
 
 
+class SourcedSpec(dict):
+    """A manifest's tokenizer spec (the same dict to every reader) that also knows the sources
+    whose manifests gave it (`sources`), for check_tokenizer_matches to name them."""
+
+    sources: list[str] = []
+
+
 def _common_tokenizer(sets: list[ShardSet]) -> dict[str, Any]:
+    """The tokenizer spec every source shares; its `sources` say where those shards are."""
     fps = {s.manifest.tokenizer.get("fingerprint") for s in sets}
     if len(fps) > 1:
         listing = "; ".join(f"{s.path}: {s.manifest.tokenizer.get('kind')} {str(s.manifest.tokenizer.get('fingerprint'))[:12]}"
@@ -109,7 +121,9 @@ def _common_tokenizer(sets: list[ShardSet]) -> dict[str, Any]:
             f"data sources were made with different tokenizers ({listing}); re-run `gpt-dist prepare` for the "
             f"odd ones out with the same tokenizer"
         )
-    return sets[0].manifest.tokenizer
+    spec = SourcedSpec(sets[0].manifest.tokenizer)
+    spec.sources = [f"data.train[{i}] ({s.path})" for i, s in enumerate(sets)]
+    return spec
 
 
 class _ShardCache:
@@ -128,7 +142,7 @@ class _ShardCache:
             s = self.sets[source]
             rec = s.shards[shard]
             arr = read_tokens(Path(s.path) / rec.name, rec, s.manifest.seq_len, s.manifest.dtype,
-                              verify=self.verify and not s.verified)
+                              verify=self.verify and not s.verified, vocab_size=s.manifest.tokenizer.get("vocab_size"))
             self._open[key] = arr
             while len(self._open) > self.capacity:
                 self._open.popitem(last=False)
@@ -154,6 +168,13 @@ def _to_batch(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"input_ids": x[:, :-1].contiguous(), "labels": x[:, 1:].contiguous()}
 
 
+@dataclass
+class _WorkerError:
+    """A DataError met in a DataLoader worker, re-raised by the main process as it is."""
+
+    message: str
+
+
 class _TrainStream(IterableDataset):
     """This rank's micro-batches from the start state on, `chunk` rounds per item.
 
@@ -170,7 +191,17 @@ class _TrainStream(IterableDataset):
         self.verify = verify
         self.chunk = chunk
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[torch.Tensor | _WorkerError]:
+        try:
+            yield from self._items()
+        except DataError as e:
+            if get_worker_info() is None:
+                raise
+            # Handed to the main process as an item: raised in the worker, DataLoader would
+            # wrap it in "Caught DataError in DataLoader worker process 0" and a traceback.
+            yield _WorkerError(str(e))
+
+    def _items(self) -> Iterator[torch.Tensor]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         sched = MixSchedule([s.weight for s in self.sets], self.seed, self.state["samples"],
@@ -269,6 +300,8 @@ class TrainLoader:
                             generator=torch.Generator().manual_seed(self.seed))
         pin = torch.cuda.is_available()
         for item in loader:
+            if isinstance(item, _WorkerError):
+                raise DataError(item.message)
             for tokens in item:
                 batch = _to_batch(tokens)
                 if pin:

@@ -202,12 +202,14 @@ def check_shard_file(path: Path, record: ShardRecord) -> str | None:
     return None
 
 
-def read_tokens(path: str | Path, record: ShardRecord, seq_len: int, dtype: str, *, verify: bool = True) -> np.ndarray:
+def read_tokens(path: str | Path, record: ShardRecord, seq_len: int, dtype: str, *, verify: bool = True,
+                vocab_size: int | None = None) -> np.ndarray:
     """All samples of one shard as a read-only (sequences, seq_len + 1) array.
 
     Memory-mapped when the shard has the fixed layout our writer produces (no copy; pages are
     shared by every process on the node), else parsed with tarfile. `verify` also checks the
-    sha256 against the manifest. Any problem raises DataError naming the shard.
+    sha256 against the manifest; `vocab_size` (the tokenizer's, from the manifest) that every
+    id is below it. Any problem raises DataError naming the shard.
     """
     path = Path(path)
     problem = check_shard_file(path, record)
@@ -225,6 +227,15 @@ def read_tokens(path: str | Path, record: ShardRecord, seq_len: int, dtype: str,
     tokens = _fixed_layout_view(mm, record.sequences, seq_len, dtype)
     if tokens is None:
         tokens = _parse_tar(path, record.sequences, seq_len, dtype)
+    if vocab_size is not None and tokens.size and int(tokens.max()) >= vocab_size:
+        # An id the embedding has no row for (an IndexError deep in the model), or one in the
+        # padding rows past the vocabulary (an infinite loss that looks like a bad learning rate).
+        row, col = (int(i[0]) for i in np.nonzero(tokens >= vocab_size))
+        raise DataError(
+            f"shard {path}: token id {int(tokens[row, col])} (sequence {row}, position {col}) is outside the "
+            f"vocabulary of {vocab_size} tokens its manifest's tokenizer has; the shard was written with another "
+            "tokenizer or is damaged; rebuild the shard set with `gpt-dist prepare`"
+        )
     return tokens
 
 

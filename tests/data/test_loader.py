@@ -172,7 +172,8 @@ def test_corrupt_shards_stop_with_the_shard_named_or_are_skipped(tmp_path):
 def test_uint32_shards_load_like_uint16(tmp_path):
     big = numbered_samples(8, SEQ, 0)
     big[:, 5] = 70000
-    d = make_shard_set(tmp_path / "u32", big, per_shard=8, dtype="uint32")
+    # ids past 65535 need a vocabulary that has them (the loader checks ids against it)
+    d = make_shard_set(tmp_path / "u32", big, per_shard=8, dtype="uint32", tokenizer=dict(FAKE_TOKENIZER, vocab_size=100_000))
     batch = next(iter(build_train_loader(loader_config([(d, 1.0)], seq_len=SEQ, batch=8), 0, 1)))
     assert (batch["input_ids"][:, 5] == 70000).all()
     assert np.array_equal(np.sort(batch["input_ids"][:, 2].numpy()), np.arange(8))
