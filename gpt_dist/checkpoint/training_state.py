@@ -16,6 +16,7 @@ any collective that a failing rank would leave hanging.
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import shutil
@@ -203,17 +204,43 @@ def save(engine, cfg: Config, dist: DistInfo, step: int, client_state: dict[str,
         if tag_dir.exists():  # a save of this step that was interrupted earlier
             shutil.rmtree(tag_dir)
     barrier()
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"gpt_dist": client_state})
-    torch.save(rng_state(), tag_dir / f"rng_rank{dist.rank:05d}.pt")
+    try:
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"gpt_dist": client_state})
+        torch.save(rng_state(), tag_dir / f"rng_rank{dist.rank:05d}.pt")
+    except (OSError, RuntimeError) as e:
+        raise _save_failed(tag_dir, e) from None
     barrier()  # every rank has written its shards
     if dist.is_main:
         meta = dict(metadata, format=METADATA_FORMAT, step=step, client_state=client_state,
                     zero_stage=cfg.engine.zero_stage, world_size=dist.world_size)
-        write_json_atomic(tag_dir / METADATA_FILE, meta)
-        write_manifest(tag_dir)
+        try:
+            write_json_atomic(tag_dir / METADATA_FILE, meta)
+            write_manifest(tag_dir)
+        except OSError as e:
+            raise _save_failed(tag_dir, e) from None
         prune(ckpt_dir, cfg.checkpoint.keep_last)
     barrier()
     return tag_dir
+
+
+_NEARLY_FULL = 64 << 20  # bytes; less free than this after a failed write: the disk is full
+
+
+def _save_failed(tag_dir: Path, e: BaseException) -> CheckpointError:
+    """What a failed save means for the user. torch reports a full disk as "basic_ios::clear:
+    iostream error" or "unexpected pos", without ENOSPC, so the free space decides."""
+    ckpt_dir = tag_dir.parent
+    free = shutil.disk_usage(ckpt_dir).free
+    full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or free < _NEARLY_FULL
+    kept = complete_tags(ckpt_dir)
+    what = (f"the disk at {ckpt_dir} is full ({free / 2**20:.1f} MiB free)" if full
+            else f"writing its files failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    keep = (f"the last complete checkpoint, {ckpt_dir / kept[-1]}, is kept" if kept
+            else "there is no complete checkpoint yet")
+    return CheckpointError(
+        f"saving {tag_dir} failed: {what}; {keep} (resume passes over the incomplete {tag_dir.name}). Free space "
+        "there or move checkpoint.dir to a larger disk, then run the same command again to resume"
+    )
 
 
 def prune(ckpt_dir: Path, keep_last: int) -> None:

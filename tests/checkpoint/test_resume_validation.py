@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 
 import pytest
 from conftest import run_train, sft_config
@@ -82,3 +83,27 @@ def test_run_dir_of_another_model_is_one_clear_error(run_copy, override, said):
 def test_intact_checkpoint_resumes_from_the_newest_tag(run_copy):
     assert run_train(sft_config(run_copy, "train.max_steps=3")).step == 3
     assert _resumed_tag(run_copy) == "step_00000002"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 30 MiB filesystem: room for one checkpoint of the test model (about 20 MB), not two."""
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"a disk-full test needs a small filesystem; mounting a tmpfs is not permitted here ({p.stderr.strip()})")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_during_a_save_names_the_disk_and_the_checkpoint_kept(small_disk, tmp_path):
+    ckpt = small_disk / "ckpt"
+    cfg = sft_config(tmp_path / "run", f"checkpoint.dir={ckpt}", "checkpoint.keep_last=1")
+    with pytest.raises(CheckpointError) as e:
+        run_train(cfg)
+    msg = str(e.value)
+    assert msg.startswith(f"saving {ckpt / 'step_00000002'} failed: the disk at {ckpt} is full (")
+    assert f"the last complete checkpoint, {ckpt / 'step_00000001'}, is kept" in msg
+    assert "iostream" not in msg and "unexpected pos" not in msg
+    assert [p.name for p in ckpt.iterdir() if (p / "COMPLETE").is_file()] == ["step_00000001"]
