@@ -121,3 +121,20 @@ def test_tokenizers_from_train_tokenizer_export_with_the_same_ids(tmp_path, kind
     hf = _assert_same_ids(ours, tmp_path / "hf")
     chat = "<|user|>Xin chào 你好<|assistant|>Hello!"
     assert hf(chat)["input_ids"] == ours.encode(chat)  # the markers are single tokens on both sides
+
+
+def test_literal_end_of_text_in_text_is_the_documented_exception(gpt2_tokenizer, tmp_path):
+    """docs/conversion.md: the exported tokenizer gives our ids for any text except a literal
+    "<|endoftext|>" written inside it, which we encode as plain text and Hugging Face as the
+    end-of-text token (its chat templates rely on that); split_special_tokens=True gives ours."""
+    save_hf_tokenizer(gpt2_tokenizer, tmp_path, chat_template=None, model_max_length=1024)
+    text = "a document that quotes <|endoftext|> in its text"
+    ours = gpt2_tokenizer.encode(text)
+    assert gpt2_tokenizer.eot_id not in ours  # plain text: a document cannot fake a boundary
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    theirs = hf(text)["input_ids"]
+    assert gpt2_tokenizer.eot_id in theirs and theirs != ours
+    split = AutoTokenizer.from_pretrained(tmp_path, split_special_tokens=True)
+    assert split(text)["input_ids"] == ours
+    assert hf("a document that quotes <|endo ftext|> in its text")["input_ids"] == gpt2_tokenizer.encode(
+        "a document that quotes <|endo ftext|> in its text")
