@@ -4,7 +4,9 @@ A fingerprint must tell a shard of this save from the same shard of another save
 same size) without reading gigabytes. torch writes `.pt` files as zip archives whose central
 directory holds a CRC-32 of every entry, computed over all of its bytes as it was written:
 hashing the central directory (names, sizes, CRCs) is a fingerprint of the whole content that
-reads only the file's tail. Other files (gpt_dist.json, a legacy non-zip .pt) are hashed whole.
+reads only the file's tail. Other files (a legacy non-zip .pt) are hashed whole. gpt_dist.json is
+not listed: it is our JSON, checked against the weights whenever it is read, and may be edited
+(a tokenizer path, say).
 
     {"complete": true, "save_id": "...", "files": {"mp_rank_00_model_states.pt":
         {"size": 123456, "fingerprint": "sha256:..."}, ...}}
@@ -21,7 +23,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from gpt_dist.checkpoint.layout import COMPLETE_MARKER, write_json_atomic
+from gpt_dist.checkpoint.layout import COMPLETE_MARKER, METADATA_FILE, write_json_atomic
 from gpt_dist.errors import CheckpointError
 
 
@@ -41,13 +43,13 @@ def fingerprint(path: Path) -> str:
 
 
 def write_manifest(tag_dir: str | Path) -> dict[str, Any]:
-    """Write COMPLETE listing every file now in `tag_dir` (call it last, once every rank has
-    written). Returns what was written."""
+    """Write COMPLETE listing every weight, optimizer and RNG file now in `tag_dir` (call it
+    last, once every rank has written). Returns what was written."""
     tag_dir = Path(tag_dir)
     files = {
         p.name: {"size": p.stat().st_size, "fingerprint": fingerprint(p)}
         for p in sorted(tag_dir.iterdir())
-        if p.is_file() and p.name != COMPLETE_MARKER and not p.name.startswith(".")
+        if p.is_file() and p.name not in (COMPLETE_MARKER, METADATA_FILE) and not p.name.startswith(".")
     }
     manifest = {"complete": True, "save_id": uuid.uuid4().hex, "files": files}
     write_json_atomic(tag_dir / COMPLETE_MARKER, manifest)

@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 from deepspeed.utils import safe_get_full_fp32_param
 
-from gpt_dist.checkpoint.layout import METADATA_FILE, METADATA_FORMAT, mark_complete, tag_for_step, write_json_atomic
+from gpt_dist.checkpoint.layout import METADATA_FILE, METADATA_FORMAT, tag_for_step, write_json_atomic
+from gpt_dist.checkpoint.manifest import write_manifest
 from gpt_dist.config import Config, LoraConfig, ModelConfig, resolve_model_config
 from gpt_dist.data.tokenizer import load_tokenizer
 from gpt_dist.model.gpt import GPT
@@ -111,7 +112,7 @@ def train_and_save(out: Path, stage: int, precision: str, use_lora: bool) -> Non
             "metrics": {"train/loss": loss.item()},
         }
         write_json_atomic(run_dir / tag / METADATA_FILE, meta)
-        mark_complete(run_dir / tag)
+        write_manifest(run_dir / tag)
     dist.barrier()
     engine.destroy()
 
