@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
 from gpt_dist.config import ModelConfig, resolve_model_config
 from gpt_dist.model.attention import Kernel, Segments, attention_kernel
 from gpt_dist.model.loss import IGNORE_INDEX, lm_head_cross_entropy

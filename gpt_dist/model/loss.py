@@ -99,9 +99,9 @@ class _ChunkedSumCrossEntropy(torch.autograd.Function):
                 if not (want_h or want_w):
                     continue
                 # d(loss)/d(logits) = softmax - one_hot(target), zero on rows without a loss.
-                g = z.div_(norm)
-                g.scatter_add_(1, safe_t[:, None], -counted[:, None].to(g.dtype))
-                g.mul_(counted[:, None])
+                weight_row = counted[:, None].to(z.dtype)  # (n, 1)
+                g = z.mul_(weight_row / norm)  # softmax, in one pass with the masking
+                g.scatter_add_(1, safe_t[:, None], -weight_row)
                 g = g.to(dtype)
                 if want_h:
                     grad_h[start : start + chunk] = g @ w
