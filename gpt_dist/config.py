@@ -54,7 +54,13 @@ class ModelConfig:
     # logits are sliced off, so results do not change. 1 = no padding.
     vocab_pad_multiple: int = 128
     attn_impl: str = "auto"
+    # Recompute blocks' activations in backward (applied by the engine set-up); with
+    # activation_checkpointing_every: 2, only every second block (less recompute, more memory).
     activation_checkpointing: bool = False
+    activation_checkpointing_every: int = 1
+    # Tokens per piece of the LM-head cross-entropy, so the logits of a whole micro-batch never
+    # exist at once (same loss and gradients); 0 = one piece (the plain path).
+    loss_chunk_tokens: int = 1024
     dropout: float = 0.0
     bias: bool = True
 
@@ -432,6 +438,10 @@ def resolve_model_config(m: ModelConfig) -> ModelConfig:
     need(m.vocab_pad_multiple >= 1, "model.vocab_pad_multiple", "must be >= 1", "use 1 (no padding), 64 or 128")
     need(0.0 <= m.dropout < 1.0, "model.dropout", f"{m.dropout} is outside [0, 1)", "use 0.0 for pre-training")
     choice(m.attn_impl, "model.attn_impl", ATTN_IMPLS)
+    need(m.activation_checkpointing_every >= 1, "model.activation_checkpointing_every",
+         f"{m.activation_checkpointing_every} is below 1", "use 1 (every block) or 2 (every other block)")
+    need(m.loss_chunk_tokens >= 0, "model.loss_chunk_tokens", f"{m.loss_chunk_tokens} is negative",
+         "use e.g. 1024, or 0 for the whole micro-batch at once")
     return m
 
 

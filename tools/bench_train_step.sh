@@ -7,14 +7,19 @@
 # Writes OUT_DIR/<name>.json (one `gpt-dist bench --json` object each) and OUT_DIR/machine.txt
 # (CPU, cores, load average before and after: other processes on the machine show up there).
 # SHARDS_DIR (e.g. data/sample from `gpt-dist prepare --sample`) adds the loader runs.
-# GPU_RUNS=1 adds bf16 / ZeRO runs of gpt2 that only make sense on a GPU.
+# GPU_RUNS=1 (on one GPU) runs only the GPU table instead (gpt_dist/benchmark/gpu_suite.py):
+# bf16 tokens/s, MFU, peak memory and largest micro-batch of gpt2/-medium/-large at seq 1024,
+# FlashAttention checked, compile and chunked loss on/off, HF speedup, ZeRO-1/3 overhead;
+# OUT_DIR/gpu_table.md and .json. GPU_RUNS=dry runs that table on tiny shapes (any machine).
+# GPT_DIST / PYTHON: the gpt-dist and python to run (default: the repository's .venv).
 set -euo pipefail
 
-[ $# -ge 1 ] || { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 out=$1
 shards=${2:-}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 gpt_dist=${GPT_DIST:-$repo/.venv/bin/gpt-dist}
+python=${PYTHON:-$repo/.venv/bin/python}
 mkdir -p "$out"
 
 machine() {
@@ -39,6 +44,16 @@ run() {
 : >"$out/commands.txt"
 machine before
 
+case ${GPU_RUNS:-0} in
+    1|dry)
+        flags=(); [ "$GPU_RUNS" = dry ] && flags=(--dry-run)
+        echo "gpu table: python -m gpt_dist.benchmark.gpu_suite --out $out ${flags[*]}" >>"$out/commands.txt"
+        "$python" -m gpt_dist.benchmark.gpu_suite --out "$out" "${flags[@]}"
+        machine after
+        echo "results in $out/gpu_table.md" >&2
+        exit 0 ;;
+esac
+
 # The target: a small preset, fp32, on the CPU.
 run mini_fp32 --model mini --compare-hf --steps 20
 # Without vocabulary padding (50257 rows instead of 50304), to show what the padding costs on a CPU.
@@ -54,9 +69,5 @@ if [ -n "$shards" ]; then
     run loader_w1 --data "$shards" --workers 1 --batches 2000
 fi
 
-if [ "${GPU_RUNS:-0}" = 1 ]; then
-    run gpt2_bf16 --model gpt2 --micro-batch 16 --precision bf16 --compare-hf
-    run gpt2_bf16_zero2 --model gpt2 --micro-batch 16 --precision bf16 --zero-stage 2
-fi
 machine after
 echo "results in $out" >&2

@@ -28,10 +28,18 @@ Method, stated once because every figure depends on it:
   `first_loss` / `hf_first_loss` are both models' losses on the first batch, before any update,
   and `last_loss` / `hf_last_loss` on the last one: equal to float rounding, they show that both
   ran the same batches through the same function and the same optimizer updates.
+- `--compile` (= `--compile both`) also runs a copy of our model with the same weights under torch.compile
+  (gpt_dist.engine.parallelize, as `engine.compile: true` trains), in the same rotation:
+  `compile_speedup` is the median over steps of eager_ms / compiled_ms, `compiled_speedup_vs_hf`
+  that of hf_ms / compiled_ms. `--compile on` times the compiled model alone (no eager copy
+  resident). Compilation happens in the warm-up steps (give at least 1).
+- `attn_kernel` is the attention kernel our model runs (flash_attn, sdpa or math) and
+  `loss_chunk_tokens` the chunking of its LM-head loss (0 = plain).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import statistics
@@ -46,6 +54,7 @@ from gpt_dist.config import PRECISIONS, Config, EngineConfig, ModelConfig, Train
 from gpt_dist.errors import UserError
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+COMPILE_MODES = ("off", "both", "on")
 
 
 @dataclass
@@ -58,6 +67,10 @@ class BenchSettings:
     precision: str = "fp32"
     zero_stage: int | None = None  # None: bare model + AdamW; 0-3: a DeepSpeed engine
     compare_hf: bool = False
+    # "both": also time a torch.compile'd copy (engine.compile), alternating with eager;
+    # "on": time only the compiled model (one copy resident, as in training); "off".
+    compile: str = "off"
+    loss_chunk_tokens: int | None = None  # null = model.loss_chunk_tokens
     seed: int = 0
 
     def validate(self) -> None:
@@ -73,6 +86,12 @@ class BenchSettings:
             raise UserError(f"--warmup: {self.warmup} must be 0 or more")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision: '{self.precision}' is not one of {', '.join(PRECISIONS)}")
+        if self.compile not in COMPILE_MODES:
+            raise UserError(f"--compile: '{self.compile}' is not one of {', '.join(COMPILE_MODES)}")
+        if self.compile != "off" and self.warmup < 1:
+            raise UserError("--compile: give --warmup 1 or more (compilation happens in the first step, untimed)")
+        if self.loss_chunk_tokens is not None and self.loss_chunk_tokens < 0:
+            raise UserError(f"--loss-chunk-tokens: {self.loss_chunk_tokens} must be 0 (no chunks) or more")
         if self.zero_stage is not None and self.zero_stage not in (0, 1, 2, 3):
             raise UserError(f"--zero-stage: {self.zero_stage} is not 0, 1, 2 or 3")
 
@@ -80,13 +99,16 @@ class BenchSettings:
 def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
     """Time `s.steps` training steps after `s.warmup`; the JSON object of `gpt-dist bench`."""
     from gpt_dist.benchmark.train_step import EagerStep, EngineStep
-    from gpt_dist.model.gpt import GPT
+    from gpt_dist.engine.parallelize import parallelize
+    from gpt_dist.model.attention import kernel_name
     from gpt_dist.planning import detect_peak_flops, flops_per_token
 
     s.validate()
     if s.zero_stage is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("bench under a launcher with several ranks needs --zero-stage K (the bare model runs one process)")
     m = s.model
+    if s.loss_chunk_tokens is not None:
+        m.loss_chunk_tokens = s.loss_chunk_tokens
     seq_len = s.seq_len if s.seq_len is not None else m.block_size
     if s.zero_stage is not None:
         from gpt_dist.engine.distributed import init_distributed
@@ -97,22 +119,23 @@ def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
         rank, world = 0, 1
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     cfg = _train_config(s, seq_len, world)
+    if device.type == "cuda":  # a peak of this run, not of earlier runs in the same process
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
 
     torch.manual_seed(s.seed)
-    ours = GPT(m)
+    if device.type == "cuda":  # initialised on the GPU: seconds saved per run at gpt2-large sizes
+        torch.set_default_device(device)
+    try:
+        models = _build_models(s, m, cfg)
+    finally:
+        torch.set_default_device(None)
     runners: dict[str, Step] = {}
-    if s.compare_hf:
-        from gpt_dist.benchmark.hf_reference import HFCausalLM, build_hf_twin
-
-        theirs = HFCausalLM(build_hf_twin(ours))
-    if s.zero_stage is None:
-        runners["ours"] = EagerStep(ours, cfg, device)
-        if s.compare_hf:
-            runners["hf"] = EagerStep(theirs, cfg, device)
-    else:
-        runners["ours"] = EngineStep(ours, cfg, world, device)
-        if s.compare_hf:
-            runners["hf"] = EngineStep(theirs, cfg, world, device)
+    for name, (model, run_cfg) in models.items():
+        if s.zero_stage is None:
+            runners[name] = EagerStep(parallelize(model, run_cfg, device), run_cfg, device)
+        else:  # the engine set-up parallelizes
+            runners[name] = EngineStep(model, run_cfg, world, device)
 
     # Different ranks get different batches, as data-parallel training does.
     gen = torch.Generator().manual_seed(s.seed * 1000 + rank)
@@ -126,7 +149,8 @@ def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
     for i in range(n):
         x = tokens[i, :, :-1].to(device, non_blocking=True)
         y = tokens[i, :, 1:].to(device, non_blocking=True)
-        order = list(runners) if i % 2 == 0 else list(reversed(runners))
+        names = list(runners)
+        order = names[i % len(names):] + names[: i % len(names)]  # who goes first rotates
         for name in order:
             dt, cpu, loss = _timed(runners[name], x, y, device)
             if i == 0:
@@ -167,11 +191,23 @@ def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
         "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
         "first_loss": first_loss["ours"],
         "last_loss": last_loss["ours"].item(),
+        "loss_chunk_tokens": m.loss_chunk_tokens,
+        "compile": s.compile,
+        "attn_kernel": kernel_name(models["ours"][0].transformer.h[0].attn.kernel),
     }
+    if s.compile == "both":
+        result.update(
+            compiled_step_ms=1000 * statistics.median(times["compiled"]),
+            compiled_step_ms_each=[round(1000 * t, 3) for t in times["compiled"]],
+            compiled_tokens_per_s=tokens_per_step * world / statistics.median(times["compiled"]),
+            compile_speedup=statistics.median([e / c for e, c in zip(times["ours"], times["compiled"])]),
+            compiled_first_loss=first_loss["compiled"],
+            compiled_last_loss=last_loss["compiled"].item(),
+        )
     if s.compare_hf:
         hf_s = statistics.median(times["hf"])
         ratios = [h / o for h, o in zip(times["hf"], times["ours"])]
-        hf_model = theirs.hf if s.zero_stage is None else runners["hf"].engine.module.hf
+        hf_model = models["hf"][0].hf
         result.update(
             hf_step_ms=1000 * hf_s,
             hf_step_ms_each=[round(1000 * t, 3) for t in times["hf"]],
@@ -183,7 +219,26 @@ def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
             speedup_vs_hf=statistics.median(ratios),
             speedup_vs_hf_cpu_time=statistics.median([h / o for h, o in zip(cpu_times["hf"], cpu_times["ours"])]),
         )
+        if s.compile == "both":
+            result["compiled_speedup_vs_hf"] = statistics.median([h / c for h, c in zip(times["hf"], times["compiled"])])
     return result
+
+
+def _build_models(s: BenchSettings, m: ModelConfig, cfg: Config) -> dict[str, tuple[torch.nn.Module, Config]]:
+    """name -> (module, the run config its runner uses): ours, its compiled copy, HF's twin."""
+    from gpt_dist.model.gpt import GPT
+
+    compiled_cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, compile=True))
+    models: dict[str, tuple[torch.nn.Module, Config]] = {"ours": (GPT(m), compiled_cfg if s.compile == "on" else cfg)}
+    if s.compile == "both":  # the same weights, compiled
+        compiled = GPT(m)
+        compiled.load_state_dict(models["ours"][0].state_dict())
+        models["compiled"] = (compiled, compiled_cfg)
+    if s.compare_hf:
+        from gpt_dist.benchmark.hf_reference import HFCausalLM, build_hf_twin
+
+        models["hf"] = (HFCausalLM(build_hf_twin(models["ours"][0])), cfg)
+    return models
 
 
 def _train_config(s: BenchSettings, seq_len: int, world: int) -> Config:
@@ -243,6 +298,11 @@ def format_result(r: dict[str, Any]) -> str:
         f"throughput   {r['tokens_per_s']:,.0f} tokens/s ({r['achieved_tflops']:.3g} TFLOP/s per rank), MFU {mfu}",
         f"peak memory  {r['peak_memory_gb']:.2f} GiB ({r['peak_memory_kind']})",
     ]
+    if "compile_speedup" in r:
+        lines.append(
+            f"compiled     {r['compiled_tokens_per_s']:,.0f} tokens/s ({r['compiled_step_ms']:.1f} ms); "
+            f"{r['compile_speedup']:.3f}x eager; first-batch loss {r['compiled_first_loss']:.6f}"
+        )
     if "speedup_vs_hf" in r:
         lines.append(
             f"vs HF        {r['hf_tokens_per_s']:,.0f} tokens/s ({r['hf_step_ms']:.1f} ms, attention "

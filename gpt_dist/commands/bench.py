@@ -24,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fp32, or bf16/fp16 autocast over fp32 weights (with --zero-stage: DeepSpeed's bf16/fp16) (default: fp32)")
     p.add_argument("--zero-stage", type=int, default=None, choices=(0, 1, 2, 3),
                    help="time a DeepSpeed ZeRO engine as training runs it (default: the bare model with torch AdamW)")
+    p.add_argument("--loss-chunk-tokens", type=int, default=None, metavar="N",
+                   help="tokens per piece of the chunked LM-head loss; 0 = the plain loss over all logits at once "
+                        "(default: model.loss_chunk_tokens, 1024)")
+    p.add_argument("--compile", nargs="?", const="both", default="off", choices=("off", "both", "on"),
+                   help="torch.compile (engine.compile: true): `--compile` also times a compiled copy, alternating "
+                        "with eager; `--compile on` times the compiled model alone (default: off)")
     p.add_argument("--compare-hf", action="store_true",
                    help="also time Hugging Face GPT2LMHeadModel with the same weights, batches and optimizer, alternating")
     p.add_argument("--data", metavar="SHARDS_DIR",
@@ -64,7 +70,7 @@ def _measure(args: argparse.Namespace) -> dict:
         settings = BenchSettings(
             model=load_model_config(args.model), seq_len=args.seq_len, micro_batch=args.micro_batch,
             steps=args.steps, warmup=args.warmup, precision=args.precision, zero_stage=args.zero_stage,
-            compare_hf=args.compare_hf,
+            compare_hf=args.compare_hf, compile=args.compile, loss_chunk_tokens=args.loss_chunk_tokens,
         )
         result.update(run_training_benchmark(settings))
     if args.data:

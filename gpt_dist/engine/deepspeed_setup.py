@@ -127,16 +127,16 @@ def initialize(model: torch.nn.Module, cfg: Config, world_size: int, device: tor
     """Wrap `model` in a DeepSpeed engine; returns (engine, ds_config)."""
     import deepspeed
 
+    from gpt_dist.engine.parallelize import parallelize
+
     ds = build_ds_config(cfg, world_size, load_universal=load_universal)
-    model = model.to(device)
+    model = parallelize(model.to(device), cfg, device)
     if offloads_optimizer(ds):
         engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, cfg.train.weight_decay), config=ds)
     else:
         optimizer = build_optimizer(model, cfg, device)
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds)
     _report_fp32_grad_norm(engine)
-    if cfg.engine.compile:
-        engine.compile()
     return engine, ds
 
 

@@ -8,9 +8,12 @@
   math        a plain softmax(QK^T/sqrt(d))V reference
   auto        the fastest of these that works for the tensors it is given
 
-All kernels take q, k, v as (B, T, H, D) and return (B, T, H, D).
-A `mask` (B, 1, Tq, Tk) of booleans, True = may attend, replaces the causal mask; it is
-used for packed samples (attention within a segment only) and left-padded generation.
+All kernels take q, k, v as (B, T, H, D) and return (B, T, H, D). `attention_kernel` picks one
+once, when a model is set up for a device and dtype (GPT.set_attention_kernel).
+Packed rows (several samples, each attending only within itself) come as `Segments`: the
+flash_attn kernel runs FlashAttention-2's variable-length kernel on them, sdpa one causal SDPA
+per segment; neither builds a (T, T) mask. A `mask` (B, 1, Tq, Tk) of booleans, True = may
+attend, replaces the causal mask for left-padded generation with a KV cache.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import functools
 import importlib.util
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -60,28 +65,79 @@ def resolve_attn_impl(requested: str, device: torch.device, dtype: torch.dtype) 
     return requested
 
 
-_announced: set[tuple[str, str, str]] = set()
+@dataclass(frozen=True)
+class Segments:
+    """Packed rows described once per forward, for kernels that need no (T, T) mask.
+
+    `segment_ids` (B, T): contiguous runs of one id are one segment; `cu_seqlens` (S + 1,) int32:
+    where each of the S segments starts in the flattened (B * T) tokens, then B * T (a row start
+    always starts a segment); `bounds`: the same on the host; `max_len`: the longest segment.
+    """
+
+    segment_ids: torch.Tensor
+    cu_seqlens: torch.Tensor
+    bounds: tuple[int, ...]
+    max_len: int
+
+    @classmethod
+    def from_ids(cls, segment_ids: torch.Tensor) -> "Segments":
+        b, t = segment_ids.shape
+        flat = segment_ids.reshape(-1)
+        starts = torch.ones_like(flat, dtype=torch.bool)
+        starts[1:] = flat[1:] != flat[:-1]
+        starts[::t] = True
+        cu = torch.cat([starts.nonzero().squeeze(1), flat.new_tensor([b * t])]).to(torch.int32)
+        bounds = tuple(cu.tolist())  # one host sync per forward, shared by every layer
+        return cls(segment_ids, cu, bounds, max(e - s for s, e in zip(bounds, bounds[1:])))
 
 
-def causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: str, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Attention over (B, T, H, D) tensors; `impl` as in the module docstring."""
-    chosen = resolve_attn_impl(impl, q.device, q.dtype)
-    key = (impl, chosen, f"{q.device.type}/{q.dtype}")
-    if key not in _announced:
-        _announced.add(key)
-        log.info("attention: attn_impl=%s runs the %s kernel on %s", impl, chosen, key[2])
-    if chosen == "math":
-        return _math_attention(q, k, v, mask)
-    if chosen == "flash_attn" and mask is None and q.shape[1] == k.shape[1]:
+Kernel = Callable[..., torch.Tensor]
+
+
+def attention_kernel(requested: str, device: torch.device, dtype: torch.dtype) -> Kernel:
+    """The kernel for `requested` (module docstring) on `device` with activations in `dtype`,
+    chosen once when a model is set up for them. The kernel takes q, k, v (B, T, H, D) and
+    either a `mask` (B, 1, Tq, Tk) or `segments` (Segments), or neither (causal), and returns
+    (B, T, H, D)."""
+    chosen = resolve_attn_impl(requested, device, dtype)
+    log.info("attention: attn_impl=%s runs the %s kernel on %s/%s", requested, chosen, device.type, dtype)
+    return _KERNELS[chosen]
+
+
+def kernel_name(kernel: Kernel | None) -> str | None:
+    """The attn_impl name of a kernel `attention_kernel` returned (None: not chosen yet)."""
+    return next((name for name, k in _KERNELS.items() if k is kernel), None)
+
+
+def flash_attention(q, k, v, mask=None, segments=None):
+    """FlashAttention-2; packed rows through its variable-length kernel (no mask at all)."""
+    if segments is not None:
+        from flash_attn import flash_attn_varlen_func
+
+        b, t, h, d = q.shape
+        q, k, v = (x.reshape(b * t, h, d) for x in (q, k, v))
+        cu, n = segments.cu_seqlens, segments.max_len
+        return flash_attn_varlen_func(q, k, v, cu, cu, n, n, causal=True).view(b, t, h, d)
+    if mask is None and q.shape[1] == k.shape[1]:
         from flash_attn import flash_attn_func
 
         return flash_attn_func(q, k, v, causal=True)
-    return _sdpa_attention(q, k, v, mask)
+    return sdpa_attention(q, k, v, mask)
 
 
-def _sdpa_attention(q, k, v, mask):
+def sdpa_attention(q, k, v, mask=None, segments=None):
+    """torch SDPA. Packed rows run one causal SDPA per segment, so its fused kernels apply and
+    no (T, T) mask exists; an explicit mask (KV cache) goes to SDPA as given."""
+    if segments is not None:
+        b, t, h, d = q.shape
+        q, k, v = (x.reshape(b * t, h, d) for x in (q, k, v))
+        b_ = segments.bounds
+        out = [_sdpa(q[None, s:e], k[None, s:e], v[None, s:e], None)[0] for s, e in zip(b_, b_[1:])]
+        return torch.cat(out).view(b, t, h, d)
+    return _sdpa(q, k, v, mask)
+
+
+def _sdpa(q, k, v, mask):
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
     same_len = q.shape[2] == k.shape[2]
     if mask is None and same_len and q.is_cuda and q.dtype in _HALF and q.shape[-1] <= 256:
@@ -98,7 +154,10 @@ def _sdpa_attention(q, k, v, mask):
     return y.transpose(1, 2)
 
 
-def _math_attention(q, k, v, mask):
+def math_attention(q, k, v, mask=None, segments=None):
+    """softmax(QK^T/sqrt(d))V in fp32 with a materialised mask: the reference the others match."""
+    if segments is not None:
+        mask = segment_mask(segments.segment_ids)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
     scores = (q @ k.transpose(-2, -1)).float() * (1.0 / math.sqrt(q.shape[-1]))  # (B, H, Tq, Tk)
     if mask is None:
@@ -106,6 +165,9 @@ def _math_attention(q, k, v, mask):
     scores = scores.masked_fill(~mask, float("-inf"))
     y = scores.softmax(dim=-1).to(v.dtype) @ v
     return y.transpose(1, 2)
+
+
+_KERNELS: dict[str, Kernel] = {"flash_attn": flash_attention, "sdpa": sdpa_attention, "math": math_attention}
 
 
 def _causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:

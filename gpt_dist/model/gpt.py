@@ -17,12 +17,12 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from gpt_dist.config import ModelConfig, resolve_model_config
-from gpt_dist.model.attention import causal_attention, segment_mask
+from gpt_dist.model.attention import Kernel, Segments, attention_kernel
+from gpt_dist.model.loss import IGNORE_INDEX, lm_head_cross_entropy
 
-IGNORE_INDEX = -100
+__all__ = ["GPT", "IGNORE_INDEX", "KVCache"]
 
 
 class KVCache:
@@ -66,20 +66,21 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_head = cfg.n_head
-        self.attn_impl = cfg.attn_impl
+        self.kernel: Kernel | None = None  # set by GPT.set_attention_kernel
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, kv_cache: KVCache | None = None, layer: int = 0
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, kv_cache: KVCache | None = None, layer: int = 0,
+        segments: Segments | None = None,
     ) -> torch.Tensor:
         b, t, c = x.shape  # (B, T, C)
         qkv = self.c_attn(x).view(b, t, 3, self.n_head, c // self.n_head)  # (B, T, 3, H, D)
         q, k, v = qkv.unbind(dim=2)  # each (B, T, H, D)
         if kv_cache is not None:
             k, v = kv_cache.append(layer, k, v)  # (B, past + T, H, D)
-        y = causal_attention(q, k, v, self.attn_impl, mask)  # (B, T, H, D)
+        y = self.kernel(q, k, v, mask=mask, segments=segments)  # (B, T, H, D)
         return self.resid_dropout(self.c_proj(y.reshape(b, t, c)))
 
 
@@ -103,10 +104,41 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, kv_cache: KVCache | None = None, layer: int = 0
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, kv_cache: KVCache | None = None, layer: int = 0,
+        segments: Segments | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask, kv_cache, layer)
+        x = x + self.attn(self.ln_1(x), mask, kv_cache, layer, segments)
         return x + self.mlp(self.ln_2(x))
+
+
+class LMHead(nn.Linear):
+    """The output projection (its weight is tied to the token embedding) and, given targets,
+    the loss: computed in this module's forward, so an engine that gathers a module's
+    parameters around its forward (ZeRO-3) has the weight wherever the loss needs it.
+
+    With vocabulary padding (`padded_vocab_size` > `vocab_size`) the padding rows only give the
+    matmul a friendlier shape; a -inf bias keeps their logits out of the softmax inside the
+    matmul itself, so the loss never slices (and copies) the logits. That bias is a buffer: no
+    gradient, not saved, not in the optimizer.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg.n_embd, cfg.padded_vocab_size, bias=False)
+        self.loss_chunk_tokens = cfg.loss_chunk_tokens
+        if cfg.padded_vocab_size > cfg.vocab_size:
+            pad = torch.zeros(cfg.padded_vocab_size)
+            pad[cfg.vocab_size :] = float("-inf")
+            del self.bias
+            self.register_buffer("bias", pad, persistent=False)
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+        """x (..., C) -> logits (..., padded vocab); with targets (N,) and x (N, C): the loss."""
+        # Engines cast parameters, not buffers (DeepSpeed's bf16/fp16): follow the activations,
+        # on a local copy; the module keeps its fp32 buffer.
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        if targets is None:
+            return F.linear(x, self.weight, bias)
+        return lm_head_cross_entropy(x, self.weight, bias, targets, reduction, self.loss_chunk_tokens)
 
 
 class GPT(nn.Module):
@@ -122,7 +154,7 @@ class GPT(nn.Module):
                 ln_f=nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias),
             )
         )
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
+        self.lm_head = LMHead(cfg)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying
         self.apply(self._init_weights)
         # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer): each block adds two
@@ -130,23 +162,23 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
-        if cfg.padded_vocab_size > cfg.vocab_size:
-            # Padding rows only give the LM-head matmul a friendlier shape. A -inf bias keeps
-            # their logits out of the softmax inside the matmul itself, so the loss never slices
-            # (and copies) the logits. A buffer: no gradient, not saved, not in the optimizer.
-            pad = torch.zeros(cfg.padded_vocab_size)
-            pad[cfg.vocab_size :] = float("-inf")
-            del self.lm_head.bias
-            self.lm_head.register_buffer("bias", pad, persistent=False)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
+            if isinstance(module.bias, nn.Parameter):  # not the LM head's padding mask
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def set_attention_kernel(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Choose the attention kernel (model.attn_impl) for activations of `dtype` on `device`,
+        once for every layer. The engine set-up calls this; a model never set up chooses on its
+        first forward, for the device of its inputs and the dtype it computes in."""
+        kernel = attention_kernel(self.config.attn_impl, torch.device(device), dtype)
+        for block in self.transformer.h:
+            block.attn.kernel = kernel
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Parameters of the real model: vocab padding rows are not counted."""
@@ -183,34 +215,27 @@ class GPT(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=idx.device)[None]  # (1, T)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(position_ids))  # (B, T, C)
+        segments, mask = None, None
         if kv_cache is not None:
             if past + t > kv_cache.max_len:
                 raise ValueError(f"KV cache holds {kv_cache.max_len} positions; {past} cached + {t} new do not fit")
             # Always an explicit mask: with cached keys the queries are not the first positions.
             seg = segment_ids if segment_ids is not None else torch.zeros(b, t, dtype=torch.long, device=idx.device)
             mask = kv_cache.append_segments(seg)
-        else:
-            mask = segment_mask(segment_ids) if segment_ids is not None else None
+        elif segment_ids is not None:
+            segments = Segments.from_ids(segment_ids)
+            if len(segments.bounds) - 1 == b:  # one segment per row: plain causal attention
+                segments = None
+        if self.transformer.h[0].attn.kernel is None:
+            autocast = torch.is_autocast_enabled(idx.device.type)
+            dtype = torch.get_autocast_dtype(idx.device.type) if autocast else self.transformer.wte.weight.dtype
+            self.set_attention_kernel(idx.device, dtype)
         for i, block in enumerate(self.transformer.h):
-            if self.config.activation_checkpointing and self.training and kv_cache is None:
-                x = checkpoint(block, x, mask, use_reentrant=False)
-            else:
-                x = block(x, mask, kv_cache, i)
+            x = block(x, mask, kv_cache, i, segments)
         if kv_cache is not None:
             kv_cache.length = past + t
         x = self.transformer.ln_f(x)
-        head_bias = getattr(self.lm_head, "bias", None)
-        if head_bias is not None and head_bias.dtype != x.dtype:
-            # Engines cast parameters, not buffers (DeepSpeed's bf16/fp16): follow the activations.
-            self.lm_head.bias = head_bias.to(x.dtype)
-        logits = self.lm_head(x)  # (B, T, padded vocab); padding columns are -inf
         if targets is None:
-            return logits[..., : self.config.vocab_size]
-        loss = F.cross_entropy(
-            logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
-        ).view(b, t)
-        if reduction == "none":
-            return loss
-        if reduction == "sum":
-            return loss.sum()
-        return loss.sum() / (targets != IGNORE_INDEX).sum().clamp(min=1)
+            return self.lm_head(x)[..., : self.config.vocab_size]  # padding columns are -inf
+        loss = self.lm_head(x.view(b * t, -1), targets.reshape(-1), reduction)
+        return loss.view(b, t) if reduction == "none" else loss

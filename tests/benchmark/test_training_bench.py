@@ -100,6 +100,8 @@ def test_text_output(capsys):
         (["--model", "tiny", "--seq-len", "65"], "--seq-len: 65 must be in 1..model.block_size (64)"),
         (["--model", "tiny", "--steps", "0"], "--steps: 0 must be at least 1"),
         (["--model", "tinyy"], "did you mean 'tiny'"),
+        (["--model", "tiny", "--compile", "--warmup", "0"], "--compile: give --warmup 1 or more"),
+        (["--model", "tiny", "--loss-chunk-tokens", "-1"], "--loss-chunk-tokens: -1 must be 0"),
         (["--data", "no/such/dir"], "--data no/such/dir: no manifest.json"),
         ([], "give --model"),
     ],
@@ -107,3 +109,69 @@ def test_text_output(capsys):
 def test_bad_flags_exit_2_with_the_fix(flags, message, capsys):
     assert main(["bench", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_eager_under_every_zero_stage(repo_root):
+    """torch.compile (inductor on the CPU) beside eager on the same batches, bare and ZeRO 0-3:
+    the same losses before and after three optimizer updates."""
+    from compile_stages import STAGES
+
+    script = repo_root / "tests" / "benchmark" / "compile_stages.py"
+    p = subprocess.run([sys.executable, str(script)], cwd=repo_root, capture_output=True, text=True, timeout=800,
+                       check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    assert [r["zero_stage"] for r in runs] == STAGES
+    for r in runs:
+        assert r["compiled_first_loss"] == pytest.approx(r["first_loss"], abs=1e-5), r["zero_stage"]
+        assert r["compiled_last_loss"] == pytest.approx(r["last_loss"], abs=1e-5), r["zero_stage"]
+        assert r["compiled_tokens_per_s"] > 0 and r["compile_speedup"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_table_command_dry_run_writes_every_row(repo_root, tmp_path):
+    """`GPU_RUNS=dry tools/bench_train_step.sh OUT`: the GPU table's whole code path on tiny
+    shapes (largest micro-batch search, chunked/plain loss, compiled, HF, ZeRO-1/3)."""
+    import os
+
+    env = dict(os.environ, GPU_RUNS="dry", PYTHON=sys.executable)
+    p = subprocess.run(["bash", str(repo_root / "tools" / "bench_train_step.sh"), str(tmp_path)], cwd=repo_root,
+                       env=env, capture_output=True, text=True, timeout=800, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    table = json.loads((tmp_path / "gpu_table.json").read_text())
+    assert table["dry_run"] and table["precision"] == "bf16"
+    assert table["attention_check"]["checked"] is torch.cuda.is_available()
+    rows = {r["variant"]: r for r in table["rows"]}
+    assert list(rows) == ["chunked loss", "chunked loss, compiled", "plain loss + HF", "ZeRO-1", "ZeRO-3"]
+    for variant, r in rows.items():
+        assert r["model"] == "tiny" and r["tokens_per_s"] > 0 and r["peak_memory_gb"] > 0, variant
+        assert r["micro_batch"] == 2  # the dry run's cap: nothing runs out of memory here
+    assert rows["chunked loss"]["loss_chunk_tokens"] > 0 and rows["plain loss + HF"]["loss_chunk_tokens"] == 0
+    assert rows["chunked loss, compiled"]["compile"] == "on" and rows["plain loss + HF"]["speedup_vs_hf"] > 0
+    assert rows["ZeRO-3"]["zero_stage"] == 3 and "overhead_vs_bare" in rows["ZeRO-3"]
+    md = (tmp_path / "gpu_table.md").read_text()
+    assert "| tiny | chunked loss | 2 (2) |" in md and "DRY RUN" in md
+    assert "gpu table: python -m gpt_dist.benchmark.gpu_suite" in (tmp_path / "commands.txt").read_text()
+
+
+BENCH_COMPILE = "gpt-dist bench --model tiny --seq-len 16 --micro-batch 2 --steps 2 --warmup 1 --compile --json"
+
+
+def test_docs_compile_times_eager_and_compiled_on_the_same_batches(capsys):
+    r = run_json(BENCH_COMPILE, capsys)
+    assert r["compile"] == "both" and r["compiled_tokens_per_s"] > 0 and r["compile_speedup"] > 0
+    assert len(r["compiled_step_ms_each"]) == len(r["step_ms_each"]) == 2
+    assert r["compiled_first_loss"] == pytest.approx(r["first_loss"], abs=1e-5)
+    assert r["compiled_last_loss"] == pytest.approx(r["last_loss"], abs=1e-5)
+    assert r["attn_kernel"] == "sdpa" and r["loss_chunk_tokens"] == 1024
+
+
+def test_plain_loss_flag_trains_the_same_function(capsys):
+    """--loss-chunk-tokens 0 (the plain loss) and the default chunks: the same losses."""
+    flags = ["--model", "tiny", "--seq-len", "16", "--micro-batch", "4", "--steps", "2", "--warmup", "1", "--json"]
+    plain = run_json(" ".join(["gpt-dist", "bench", *flags, "--loss-chunk-tokens", "0"]), capsys)
+    chunked = run_json(" ".join(["gpt-dist", "bench", *flags, "--loss-chunk-tokens", "24"]), capsys)
+    assert (plain["loss_chunk_tokens"], chunked["loss_chunk_tokens"]) == (0, 24)
+    assert chunked["first_loss"] == pytest.approx(plain["first_loss"], abs=1e-6)
+    assert chunked["last_loss"] == pytest.approx(plain["last_loss"], abs=1e-5)

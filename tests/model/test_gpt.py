@@ -5,6 +5,7 @@ import torch
 
 from gpt_dist.config import ModelConfig
 from gpt_dist.model.attention import resolve_attn_impl
+from gpt_dist.engine.parallelize import apply_activation_checkpointing
 from gpt_dist.model.gpt import GPT, IGNORE_INDEX
 
 OPENAI_PARAMS = {
@@ -110,6 +111,7 @@ def test_activation_checkpointing_gives_same_gradients():
     a = GPT(tiny())
     b = GPT(tiny(activation_checkpointing=True))
     b.load_state_dict(a.state_dict())
+    apply_activation_checkpointing(b)  # the engine set-up applies it from outside the model
     x = torch.randint(0, 97, (2, 24))
     for m in (a, b):
         m(x, x).backward()
