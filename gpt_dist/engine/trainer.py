@@ -2,9 +2,13 @@
 
     result = train(load_config(["configs/sample_cpu.yaml"]))
 
-Per optimizer step: set the learning rate, run `gradient_accumulation_steps` micro-batches
-through DeepSpeed (forward, backward, step), then log / evaluate / checkpoint on their
-cadences. A micro-batch whose loss is NaN or inf on any rank is skipped on all ranks and
+Per optimizer step: set the learning rate, run the step's micro-batches through the objective
+and DeepSpeed (forward, backward), each micro-batch's summed loss divided by the count of the
+whole step (all micro-batches, all ranks), then one optimizer update; then log / evaluate /
+checkpoint on their cadences. The loop's own communication is one all-reduce and one host sync
+per step: it carries the non-finite flag, the stop request, the loss sums and the next step's
+counts (its micro-batches are fetched while this step's gradients are complete). A step with a
+NaN/inf loss on any rank is skipped as a whole on every rank (no update, gradients zeroed) and
 counted; `train.max_nonfinite_steps` of them in a row stop the run, keeping the last good
 checkpoint. SIGUSR1 / SIGTERM finish the step, save and exit cleanly (SIGUSR1 inside SLURM
 also requeues the job).
@@ -19,19 +23,20 @@ import resource
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from gpt_dist.config import Config, gradient_accumulation_steps, total_steps
+from gpt_dist.config import BatchGeometry, Config, run_geometry, total_steps
 from gpt_dist.engine import checkpointing
 from gpt_dist.engine.callbacks import Callback, JsonlMetrics, LossCurve, ProgressBar, Wandb
 from gpt_dist.engine.deepspeed_setup import initialize
-from gpt_dist.engine.distributed import DistInfo, all_reduce_mean, any_rank, barrier, init_distributed
+from gpt_dist.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from gpt_dist.engine.schedule import lr_at
-from gpt_dist.engine.stages import Stage, build_stage
+from gpt_dist.engine.objectives import Objective, build_objective
 from gpt_dist.errors import UserError
 from gpt_dist.model import lora
 from gpt_dist.model.gpt import GPT
@@ -46,8 +51,8 @@ class NonFiniteLossError(UserError):
 @dataclass
 class TrainState:
     step: int = 0  # optimizer steps done
-    tokens: int = 0  # training tokens consumed (global, all ranks)
-    skipped_batches: int = 0  # micro-batches dropped for a non-finite loss
+    tokens: int = 0  # real (unpadded) input tokens of the applied steps, all ranks
+    skipped_batches: int = 0  # optimizer steps' global batches dropped for a non-finite loss
     consecutive_nonfinite: int = 0
 
     def to_dict(self) -> dict[str, int]:
@@ -75,23 +80,48 @@ class _StopSignal:
         self.name = signal.Signals(signum).name
 
 
-def train(cfg: Config, stage: Stage | None = None) -> TrainResult:
+def train(cfg: Config, objective: Objective | None = None) -> TrainResult:
     """Run (or resume) training as configured. Call once per process under any launcher."""
     dist = init_distributed()
-    return Trainer(cfg, dist, stage or build_stage(cfg)).run()
+    return Trainer(cfg, dist, objective or build_objective(cfg)).run()
+
+
+@dataclass
+class StepOutcome:
+    """What one optimizer step's all-reduce brought back, as host numbers (global sums)."""
+
+    skipped: bool  # a NaN/inf loss on some rank: no update was applied
+    stop: bool  # a stop signal arrived on some rank
+    loss: float  # mean loss of the step: summed loss / units
+    metrics: dict[str, float]  # the objective's metric sums divided by the units
+    units: float  # what the loss is averaged over: trained tokens, or DPO pairs
+    tokens: float  # real input tokens (no padding)
+    trained_tokens: float
+
+
+@contextmanager
+def _update_skipped(engine):
+    """engine.step() inside advances DeepSpeed's step counters and zeroes the gradients, but the
+    inner optimizer does not update (weights, moments and Adam's step count stay)."""
+    inner = getattr(engine.optimizer, "optimizer", engine.optimizer)  # the torch optimizer in a ZeRO wrapper
+    inner.step = lambda *args, **kwargs: None  # shadows the class's step for this instance only
+    try:
+        yield
+    finally:
+        del inner.step
 
 
 class Trainer:
-    def __init__(self, cfg: Config, dist: DistInfo, stage: Stage):
+    def __init__(self, cfg: Config, dist: DistInfo, objective: Objective):
         from gpt_dist.data.tokenizer import load_tokenizer
 
-        self.cfg, self.dist, self.stage = cfg, dist, stage
+        self.cfg, self.dist, self.objective = cfg, dist, objective
         self.run_dir = Path(cfg.run_dir)
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         barrier()
-        self.ga = gradient_accumulation_steps(cfg, dist.world_size)
-        self.total_steps = total_steps(cfg, dist.world_size)
+        self.geometry = run_geometry(cfg, dist.world_size)
+        self.total_steps = total_steps(cfg.train, self.geometry)
         self.tokenizer = load_tokenizer(cfg.tokenizer)
         if self.tokenizer.vocab_size > cfg.model.vocab_size:
             raise UserError(
@@ -99,8 +129,8 @@ class Trainer:
                 f"tokens; set model.vocab_size: {self.tokenizer.vocab_size}"
             )
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
-        self.train_loader = stage.train_loader(cfg, dist, self.tokenizer)
-        self.val_loader = stage.val_loader(cfg, dist, self.tokenizer)
+        self.train_loader = objective.train_loader(cfg, dist, self.tokenizer)
+        self.val_loader = objective.val_loader(cfg, dist, self.tokenizer)
 
         model = GPT(cfg.model)
         self.lora_params: int | None = None
@@ -116,7 +146,7 @@ class Trainer:
             log.info("LoRA r=%d on %s: %d of %d parameters train", cfg.lora.r, list(cfg.lora.target_modules), trainable, total)
             if plan is not None and plan.universal:
                 checkpointing.load_frozen_weights(model, plan, cfg)
-        self.engine, self.ds_config = initialize(model, cfg, dist.world_size, dist.device,
+        self.engine, self.ds_config = initialize(model, cfg, self.geometry, dist.device,
                                                  load_universal=bool(plan and plan.universal))
         self.callbacks: list[Callback] = self._callbacks() if dist.is_main else []
         if plan is not None:
@@ -129,6 +159,8 @@ class Trainer:
             self._event("init_from", path=cfg.checkpoint.init_from)
         self.last_metrics: dict[str, Any] = {}
         self.last_saved_step = self.state.step if plan is not None else -1
+        self._loader_state = self.train_loader.state_dict()  # position before the prefetched micro-batches
+        self._data_wait = 0.0
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -150,60 +182,57 @@ class Trainer:
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.dist.device, non_blocking=True) for k, v in batch.items()}
 
+    def _fetch(self, data) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
+        """The next step's micro-batches on this rank and their counts: (3,) float64 units, real
+        tokens, trained tokens, on the device (reduced with the current step's all-reduce)."""
+        self._loader_state = self.train_loader.state_dict()
+        t0 = time.perf_counter()
+        batches = [self._to_device(next(data)) for _ in range(self.geometry.grad_accum)]
+        self._data_wait += time.perf_counter() - t0
+        return batches, step_counts(self.objective, batches, self.dist.device)
+
     # ------------------------------------------------------------------------- the loop
 
     def run(self) -> TrainResult:
         cfg, engine = self.cfg, self.engine
         stop = _StopSignal()
-        data = iter(self.train_loader)
-        tokens_per_step = cfg.train.global_batch_tokens
         for cb in self.callbacks:
-            cb.on_train_start({"total_steps": self.total_steps, "grad_accum": self.ga})
+            cb.on_train_start({"total_steps": self.total_steps, "grad_accum": self.geometry.grad_accum})
         if self.state.step == 0:
-            self._event("start", total_steps=self.total_steps, grad_accum=self.ga, world_size=self.dist.world_size,
+            self._event("start", total_steps=self.total_steps, grad_accum=self.geometry.grad_accum,
+                        world_size=self.dist.world_size, global_batch_size=self.geometry.global_batch_size,
                         **({"lora_trainable_params": self.lora_params} if self.lora_params else {}))
-        window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
+        window_start, window_steps, window_tokens = time.perf_counter(), 0, 0.0
         stopped_by = None
         exit_at = None if cfg.train.exit_after_steps is None else self.state.step + cfg.train.exit_after_steps
         engine.train()
+        data = iter(self.train_loader)
+        batches, local_counts = self._fetch(data)
+        counts = all_reduce_sum(local_counts).tolist()  # once; later steps carry the next counts
         while self.state.step < self.total_steps:
             lr = lr_at(self.state.step, self.total_steps, cfg.train)
             for group in engine.optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum = torch.zeros((), device=self.dist.device)
-            extra_sum: dict[str, torch.Tensor] = {}
-            done = 0
-            while done < self.ga:
-                t0 = time.perf_counter()
-                batch = self._to_device(next(data))
-                data_wait += time.perf_counter() - t0
-                loss, extra = self.stage.loss(engine, batch)
-                if any_rank(not bool(torch.isfinite(loss)), self.dist.device):
-                    self._skip_nonfinite()
-                    continue
-                engine.backward(loss)
-                engine.step()
+            out, batches, counts = self._step(batches, counts, data, stop)
+            if out.skipped:
+                self._skip_nonfinite()
+            else:
                 self.state.consecutive_nonfinite = 0
-                loss_sum += loss.detach().float()
-                for k, v in extra.items():
-                    extra_sum[k] = extra_sum.get(k, 0) + v.detach().float()
-                done += 1
-            self.state.step += 1
-            self.state.tokens += tokens_per_step
-            window_steps += 1
-
-            if self.state.step % cfg.log.every_steps == 0 or self.state.step == self.total_steps:
-                if self.dist.device.type == "cuda":
-                    torch.cuda.synchronize()
-                elapsed = time.perf_counter() - window_start
-                self._log(loss_sum / self.ga, {k: v / self.ga for k, v in extra_sum.items()}, lr, elapsed,
-                          window_steps, data_wait)
-                window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
-            if self.val_loader is not None and self.state.step % cfg.eval.every_steps == 0:
-                self.evaluate()
-            if self.state.step % cfg.checkpoint.every_steps == 0:
-                self.save()
-            if any_rank(stop.name is not None, self.dist.device):
+                self.state.step += 1
+                self.state.tokens += int(out.tokens)
+                window_steps += 1
+                window_tokens += out.tokens
+                if self.state.step % cfg.log.every_steps == 0 or self.state.step == self.total_steps:
+                    if self.dist.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    elapsed = time.perf_counter() - window_start
+                    self._log(out, lr, elapsed, window_steps, window_tokens)
+                    window_start, window_steps, window_tokens, self._data_wait = time.perf_counter(), 0, 0.0, 0.0
+                if self.val_loader is not None and self.state.step % cfg.eval.every_steps == 0:
+                    self.evaluate()
+                if self.state.step % cfg.checkpoint.every_steps == 0:
+                    self.save()
+            if out.stop:
                 stopped_by = stop.name or "SIGUSR1/SIGTERM on another rank"
                 self._event("signal", signal=stopped_by)
                 break
@@ -226,6 +255,10 @@ class Trainer:
         return TrainResult(step=self.state.step, tokens=self.state.tokens, last_metrics=self.last_metrics,
                            stopped_by_signal=stopped_by)
 
+    def _step(self, batches, counts: list[float], data, stop: _StopSignal):
+        return train_step(self.engine, self.objective, self.geometry, batches, counts,
+                          prefetch=lambda: self._fetch(data), stop_requested=stop.name is not None)
+
     def _skip_nonfinite(self) -> None:
         self.state.skipped_batches += 1
         self.state.consecutive_nonfinite += 1
@@ -238,21 +271,20 @@ class Trainer:
                 "check the data, then resume"
             )
 
-    def _log(self, loss, extra, lr, elapsed, steps, data_wait) -> None:
-        loss = all_reduce_mean(loss).item()
-        extra = {k: all_reduce_mean(v).item() for k, v in extra.items()}
-        tokens_per_s = self.cfg.train.global_batch_tokens * steps / max(elapsed, 1e-9)
+    def _log(self, out: StepOutcome, lr: float, elapsed: float, steps: int, tokens: float) -> None:
+        tokens_per_s = tokens / max(elapsed, 1e-9)
         grad_norm = self.engine.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else None
         mfu = None
         if self.peak_flops:
             mfu = self.flops_per_token * tokens_per_s / (self.peak_flops * self.dist.world_size)
         m = dict(
-            step=self.state.step, tokens=self.state.tokens, loss=loss, lr=lr,
+            step=self.state.step, tokens=self.state.tokens, loss=out.loss, lr=lr,
             grad_norm=grad_norm if grad_norm is None or math.isfinite(grad_norm) else None,
+            trained_tokens=int(out.trained_tokens), step_tokens=int(out.tokens),
             tokens_per_s=tokens_per_s, step_ms=1000 * elapsed / steps, mfu=mfu,
-            data_wait_frac=data_wait / max(elapsed, 1e-9), mem_gb=_memory_gb(self.dist.device),
-            skipped_batches=self.state.skipped_batches, **extra,
+            data_wait_frac=self._data_wait / max(elapsed, 1e-9), mem_gb=_memory_gb(self.dist.device),
+            skipped_batches=self.state.skipped_batches, **out.metrics,
         )
         self.last_metrics = m
         for cb in self.callbacks:
@@ -261,19 +293,15 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> float:
         self.engine.eval()
-        total = torch.zeros((), device=self.dist.device, dtype=torch.float64)
-        count = torch.zeros((), device=self.dist.device, dtype=torch.float64)
+        sums = torch.zeros(2, device=self.dist.device, dtype=torch.float64)  # summed loss, units
         for batch in self.val_loader:
-            loss_sum, n = self.stage.eval_loss(self.engine, self._to_device(batch))
-            total += loss_sum.double()
-            count += n.double()
-        if torch.distributed.is_initialized():
-            torch.distributed.all_reduce(total)
-            torch.distributed.all_reduce(count)
+            loss_sum, n = self.objective.eval_loss(self.engine, self._to_device(batch))
+            sums += torch.stack([loss_sum.double(), n.double()])
+        total, count = all_reduce_sum(sums).tolist()
         self.engine.train()
-        val = (total / count.clamp(min=1)).item()
+        val = total / max(count, 1.0)
         metrics = dict(step=self.state.step, tokens=self.state.tokens, loss=val)
-        if self.stage.val_perplexity:
+        if self.objective.val_perplexity:
             metrics["perplexity"] = math.exp(min(val, 50))
         for cb in self.callbacks:
             cb.on_eval(metrics)
@@ -281,12 +309,12 @@ class Trainer:
         return val
 
     def save(self) -> None:
-        client = {"train_state": self.state.to_dict(), "loader": self.train_loader.state_dict()}
+        client = {"train_state": self.state.to_dict(), "loader": self._loader_state}
         metadata = {
             "tokens_seen": self.state.tokens,
             "config": self.cfg.to_dict(),
             "tokenizer": self.tokenizer.spec(),
-            "chat_template": getattr(self.stage, "chat_template", None),
+            "chat_template": getattr(self.objective, "chat_template", None),
             "metrics": self.last_metrics,
         }
         tag_dir = checkpointing.save(self.engine, self.cfg, self.dist, self.state.step, client, metadata)
@@ -299,6 +327,60 @@ class Trainer:
             return
         r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
         self._event("requeue", job_id=job, ok=r.returncode == 0, stderr=r.stderr.strip())
+
+
+def step_counts(objective: Objective, batches: list[dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
+    """(3,) float64 on `device`: units, real tokens and trained tokens of this rank's micro-batches
+    (gpt_dist.engine.objectives.Counts summed)."""
+    counts = [torch.stack([c.to(device) for c in objective.count(b)]) for b in batches]
+    return torch.stack(counts).sum(dim=0).double()
+
+
+def train_step(engine, objective: Objective, geometry: BatchGeometry, batches: list[dict[str, torch.Tensor]],
+               counts: list[float], *, prefetch: Callable[[], tuple[Any, torch.Tensor]], stop_requested: bool = False):
+    """One optimizer step over this rank's `batches` (geometry.grad_accum micro-batches).
+
+    counts: the step's global (units, tokens, trained tokens), every rank's step_counts() summed.
+    prefetch: returns the next step's (batches, local counts); called once the gradients of this
+    step are complete, so that the step's single all-reduce also carries the next counts.
+    Returns (StepOutcome, next batches, next step's global counts).
+    """
+    dev = next(iter(batches[0].values())).device
+    units = max(counts[0], 1.0)
+    # engine.backward divides the loss by the accumulation steps, and the gradient all-reduce
+    # averages over the ranks; with this factor the gradient is that of (step's loss sum) / units.
+    scale = geometry.grad_accum * geometry.world_size / units
+    bad = torch.zeros((), dtype=torch.float64, device=dev)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    metric_sums: dict[str, torch.Tensor] = {}
+    for i, batch in enumerate(batches):
+        out = objective.loss(engine, batch)
+        loss = out.loss.detach().double()
+        bad += (~torch.isfinite(loss)).double()
+        engine.backward(out.loss * scale)
+        loss_sum += loss
+        for k, v in out.metrics.items():
+            metric_sums[k] = metric_sums.get(k, 0) + v.detach().double()
+        if i < len(batches) - 1:
+            engine.step()  # not an accumulation boundary: DeepSpeed only counts the micro-step
+    next_batches, next_counts = prefetch()
+    keys = sorted(metric_sums)
+    stop_flag = torch.tensor(float(stop_requested), dtype=torch.float64, device=dev)
+    packed = torch.cat([torch.stack([bad, stop_flag, loss_sum, *(metric_sums[k] for k in keys)]),
+                        next_counts.to(dev)])
+    reduced = all_reduce_sum(packed).tolist()  # the step's one collective and one host sync
+    skipped = reduced[0] > 0
+    if skipped:
+        with _update_skipped(engine):
+            engine.step()
+    else:
+        engine.step()
+    outcome = StepOutcome(
+        skipped=skipped, stop=reduced[1] > 0, loss=reduced[2] / units,
+        metrics={k: v / units for k, v in zip(keys, reduced[3 : 3 + len(keys)])},
+        units=counts[0], tokens=counts[1], trained_tokens=counts[2],
+    )
+    return outcome, next_batches, reduced[3 + len(keys):]
 
 
 def _flops(cfg: Config, dist: DistInfo) -> tuple[float, float | None]:

@@ -45,14 +45,15 @@ def dpo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float):
     return -F.logsigmoid(chosen - rejected), chosen, rejected
 
 
-def dpo_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Logged with the loss: share of pairs ranked right, mean margin, mean rewards."""
+def dpo_metric_sums(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Logged with the loss, summed over the B pairs (the loop divides by the step's pairs):
+    pairs ranked right, margin, rewards."""
     chosen, rejected = chosen.detach(), rejected.detach()
     return {
-        "reward_accuracy": (chosen > rejected).float().mean(),
-        "reward_margin": (chosen - rejected).mean(),
-        "reward_chosen": chosen.mean(),
-        "reward_rejected": rejected.mean(),
+        "reward_accuracy": (chosen > rejected).float().sum(),
+        "reward_margin": (chosen - rejected).sum(),
+        "reward_chosen": chosen.sum(),
+        "reward_rejected": rejected.sum(),
     }
 
 

@@ -17,7 +17,7 @@ from gpt_dist.finetune.chat_template import DEFAULT_CHAT_TEMPLATE, ChatTemplate
 from gpt_dist.finetune.data_report import DataReport
 from gpt_dist.finetune.dpo import dpo_loss
 from gpt_dist.finetune.dpo_data import load_dpo_pairs
-from gpt_dist.finetune.stages import DPO
+from gpt_dist.finetune.objectives import DPO
 from gpt_dist.model.gpt import GPT
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -38,7 +38,7 @@ def test_loss_is_the_papers_formula():
 
 def dpo_config(tmp_path, tokenizer_dir, sft_run, train, extra=()):
     return tiny_config(tmp_path / "run", "dpo", tokenizer_dir, [train], steps=DPO_STEPS, lr=1e-3,
-                       extra=[f"checkpoint.init_from={sft_run / 'ckpt'}", "train.global_batch_tokens=1024",
+                       extra=[f"checkpoint.init_from={sft_run / 'ckpt'}", "train.global_batch_size=8",
                               "train.warmup_fraction=0.0", *extra])
 
 
@@ -50,9 +50,10 @@ def test_policy_equal_to_reference_gives_log_2(tmp_path, tokenizer_dir, tokenize
     policy = GPT(cfg.model)
     load_init_weights(policy, cfg.checkpoint.init_from, cfg.model)
     with torch.no_grad():
-        loss, metrics = stage.loss(policy.eval(), batch)
-    assert loss.item() == pytest.approx(math.log(2), abs=1e-5)
-    assert metrics["reward_margin"].item() == pytest.approx(0.0, abs=1e-5)
+        out = stage.loss(policy.eval(), batch)
+    pairs = stage.count(batch).units
+    assert out.loss.item() / pairs.item() == pytest.approx(math.log(2), abs=1e-5)  # a sum over the pairs
+    assert out.metrics["reward_margin"].item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_training_separates_chosen_from_rejected(tmp_path, tokenizer_dir, sft_run, sample_files):

@@ -1,4 +1,4 @@
-"""The SFT and DPO stages of the one training loop (gpt_dist.engine.trainer): data and loss.
+"""The SFT and DPO objectives of the one training loop (gpt_dist.engine.trainer): data and loss.
 
 Both read jsonl files (data.train, data.val), tokenize them through the chat template, report
 what they dropped, and keep everything in memory (tens of thousands of samples are a few
@@ -6,8 +6,9 @@ hundred MB at most). The template's Jinja text is the stage's `chat_template`, w
 trainer saves into each checkpoint's metadata and the Hugging Face exporter writes out.
 
 Batch geometry: a micro-batch is `train.micro_batch_size` rows of `train.seq_len` positions
-(SFT) or that many preference pairs (DPO), so an optimizer step takes
-global_batch_tokens / seq_len rows or pairs, on any number of ranks.
+(SFT) or that many preference pairs (DPO), and an optimizer step takes `train.global_batch_size`
+rows or pairs, on any number of ranks. SFT's loss is summed over the assistant tokens, DPO's
+over the pairs; the loop divides by the step's total (see gpt_dist.engine.objectives).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import torch
 
 from gpt_dist.config import Config
 from gpt_dist.engine.distributed import DistInfo
+from gpt_dist.engine.objectives import Counts, LossSum, trained_tokens, unpadded_tokens
 from gpt_dist.finetune.chat_template import ChatTemplate, resolve_chat_template
 from gpt_dist.finetune.data_report import DataReport
 from gpt_dist.finetune.loader import EpochLoader, EvalBatches
 
 
-class _ChatStage:
+class _ChatObjective:
     """What SFT and DPO share: the chat template (resolved once) and the jsonl sources."""
 
     val_perplexity = True  # SFT: the loss is the NLL of the assistant tokens
@@ -43,8 +45,8 @@ class _ChatStage:
         return [(cfg.data.val, 1.0)]
 
 
-class SFT(_ChatStage):
-    """Supervised fine-tuning: next-token loss on assistant replies only, mean over those tokens."""
+class SFT(_ChatObjective):
+    """Supervised fine-tuning: next-token loss on assistant replies only, summed over those tokens."""
 
     def _samples(self, cfg: Config, dist: DistInfo, tokenizer, split: str):
         from gpt_dist.finetune.packing import pack_rows
@@ -91,15 +93,18 @@ class SFT(_ChatStage):
         return model(batch["input_ids"], batch["labels"], reduction=reduction,
                      segment_ids=batch.get("segment_ids"), position_ids=batch.get("position_ids"))
 
+    def count(self, batch):
+        n = trained_tokens(batch)
+        return Counts(n, unpadded_tokens(batch), n)
+
     def loss(self, model, batch):
-        trained = (batch["labels"] != -100).sum()
-        return self._forward(model, batch, "mean"), {"trained_tokens": trained.float()}
+        return LossSum(self._forward(model, batch, "sum"))
 
     def eval_loss(self, model, batch):
-        return self._forward(model, batch, "sum"), (batch["labels"] != -100).sum()
+        return self._forward(model, batch, "sum"), trained_tokens(batch)
 
 
-class DPO(_ChatStage):
+class DPO(_ChatObjective):
     """Direct preference optimisation against the frozen starting weights (see finetune.dpo)."""
 
     val_perplexity = False  # the DPO loss is not a per-token NLL
@@ -150,11 +155,15 @@ class DPO(_ChatStage):
         logps = sequence_logps(model, batch["input_ids"], batch["labels"])
         return dpo_loss(logps, batch["ref_logps"].to(logps.dtype), self.beta)
 
+    def count(self, batch):
+        pairs = batch["input_ids"].shape[0] // 2
+        return Counts(torch.tensor(pairs, device=batch["input_ids"].device), unpadded_tokens(batch), trained_tokens(batch))
+
     def loss(self, model, batch):
-        from gpt_dist.finetune.dpo import dpo_metrics
+        from gpt_dist.finetune.dpo import dpo_metric_sums
 
         losses, chosen, rejected = self._losses(model, batch)
-        return losses.mean(), dpo_metrics(chosen, rejected)
+        return LossSum(losses.sum(), dpo_metric_sums(chosen, rejected))
 
     def eval_loss(self, model, batch):
         losses, _, _ = self._losses(model, batch)

@@ -1,0 +1,105 @@
+"""One optimizer step is exact whatever the split: the same global batch as micro-batch 4 x 1
+accumulation step, 1 x 4, and 2 ranks x 1 x 2 gives the same loss, grad_norm and updated
+gradient for pre-training, SFT and DPO, also when the micro-batches hold very different numbers
+of trained tokens (SFT rows / DPO replies of 15, 1, 8 and 2 tokens)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt_dist.engine.distributed import init_distributed
+
+from step_cases import TRAINED, run_one_step
+from testutil import REPO, free_port
+
+HERE = Path(__file__).parent
+OBJECTIVES = ["lm", "sft", "dpo"]
+
+
+@pytest.fixture(scope="module")
+def dist():
+    return init_distributed()  # a world of one process (gloo)
+
+
+def close(a: float, b: float, rel: float = 1e-5) -> bool:
+    return abs(a - b) <= rel * max(abs(a), abs(b))
+
+
+def assert_same_gradient(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal to 1e-5 relative, elements near zero measured against the largest one."""
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(a.abs().max()))
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_micro_batch_split_changes_nothing(objective, dist):
+    one, norm_one, g_one, _ = run_one_step(objective, micro=4, dist=dist)
+    four, norm_four, g_four, _ = run_one_step(objective, micro=1, dist=dist)
+    assert one.units == four.units and not one.skipped
+    if objective == "sft":
+        assert one.units == sum(TRAINED) and one.trained_tokens == sum(TRAINED)
+    if objective == "dpo":
+        assert one.units == 4 and one.tokens > one.trained_tokens
+    assert close(one.loss, four.loss), (one.loss, four.loss)
+    assert close(float(norm_one), float(norm_four)), (norm_one, norm_four)
+    for k in one.metrics:
+        assert one.metrics[k] == pytest.approx(four.metrics[k], rel=1e-5, abs=1e-7), k
+    assert_same_gradient(g_one, g_four)
+
+
+def test_a_mean_of_micro_batch_means_would_differ(dist):
+    """The check above can fail: SFT's per-token mean over the step is not the mean of the
+    four micro-batches' means when their trained tokens differ this much."""
+    from step_cases import collate, config, objective_of, units
+    from gpt_dist.model.gpt import GPT
+
+    cfg, _ = config("sft", 1, 1)
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    parts = units("sft")
+    with torch.no_grad():
+        sums = [objective_of("sft").loss(model, collate("sft", [p])).loss.item() for p in parts]
+    exact, mean_of_means = sum(sums) / sum(TRAINED), sum(s / n for s, n in zip(sums, TRAINED)) / 4
+    assert not close(exact, mean_of_means, rel=1e-4)  # ten times the tolerance of the test above
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_two_ranks_give_the_one_rank_step(objective, dist, tmp_path):
+    ref, ref_norm, ref_g, _ = run_one_step(objective, micro=4, dist=dist)
+    out_file = tmp_path / "rank0.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(HERE / "split_step_run.py"), objective, "1", str(out_file)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), str(REPO / "tests"), env.get("PYTHONPATH", "")]))
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    got = torch.load(out_file, weights_only=True)
+    assert got["units"] == ref.units
+    assert close(got["loss"], ref.loss), (got["loss"], ref.loss)
+    assert close(got["grad_norm"], float(ref_norm)), (got["grad_norm"], ref_norm)
+    assert_same_gradient(got["grad"], ref_g)
+
+
+def test_a_step_with_a_nan_micro_batch_is_skipped_whole(dist):
+    """The NaN is in the last micro-batch, after three good backward passes: no update at all
+    (weights and Adam's step count stay), and the gradients are cleared for the next step."""
+    from gpt_dist.model.gpt import GPT
+
+    from step_cases import config
+
+    out, _, grad, engine = run_one_step("lm", micro=1, dist=dist, poison=3)
+    assert out.skipped and grad is None  # the optimizer never ran
+    cfg, _ = config("lm", 1, 1)
+    torch.manual_seed(0)
+    initial = GPT(cfg.model).state_dict()
+    for name, value in engine.module.state_dict().items():
+        assert torch.equal(value, initial[name]), name
+    inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
+    assert all(len(s) == 0 for s in inner.state.values())
+    assert all(p.grad is None or not p.grad.any() for p in engine.module.parameters())
