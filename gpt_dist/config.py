@@ -147,6 +147,9 @@ class CheckpointConfig:
     keep_last: int = 3
     resume: str = "auto"
     init_from: Optional[str] = None
+    # Resuming with another train.max_steps / max_tokens / global batch changes the learning-rate
+    # schedule mid-run: an error unless this is true (then the change is logged as an event).
+    allow_schedule_change: bool = False
 
 
 @dataclass
@@ -167,6 +170,10 @@ class LogConfig:
 class EvalConfig:
     every_steps: int = 500
     batches: int = 20
+    # A HellaSwag-format multiple-choice file (the `gpt-dist eval --mc` format) scored during
+    # training every mc_every_steps steps (acc / acc_norm rows with split "mc" in metrics.jsonl).
+    mc: Optional[str] = None
+    mc_every_steps: int = 500
 
 
 @dataclass
@@ -409,6 +416,9 @@ def resolve_and_validate(cfg: Config) -> Config:
     choice(cfg.log.wandb.mode, "log.wandb.mode", WANDB_MODES)
     need(cfg.log.every_steps > 0, "log.every_steps", "must be positive", "use e.g. 10")
     need(cfg.eval.every_steps > 0, "eval.every_steps", "must be positive", "use e.g. 500")
+    need(cfg.eval.mc_every_steps > 0, "eval.mc_every_steps", "must be positive", "use e.g. 500")
+    need(cfg.eval.mc is None or Path(cfg.eval.mc).is_file(), "eval.mc", f"{cfg.eval.mc} not found",
+         "point it at a jsonl file of {ctx, endings, label} items, or null")
     for i, src in enumerate(cfg.data.train):
         need(src.weight > 0, f"data.train[{i}].weight", f"must be positive, got {src.weight}", "drop the source or give it a weight > 0")
     need(cfg.data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {cfg.data.num_workers}", "use 0 (in-process) or e.g. 2")

@@ -16,23 +16,21 @@ also requeues the job).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import os
-import resource
 import signal
-import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
 from gpt_dist.config import BatchGeometry, Config, run_geometry, total_steps
 from gpt_dist.engine import checkpointing
-from gpt_dist.engine.callbacks import Callback, JsonlMetrics, LossCurve, ProgressBar, Wandb
+from gpt_dist.engine.callbacks import Callback, default_callbacks
 from gpt_dist.engine.deepspeed_setup import initialize
 from gpt_dist.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from gpt_dist.engine.schedule import lr_at
@@ -80,10 +78,13 @@ class _StopSignal:
         self.name = signal.Signals(signum).name
 
 
-def train(cfg: Config, objective: Objective | None = None) -> TrainResult:
-    """Run (or resume) training as configured. Call once per process under any launcher."""
+def train(cfg: Config, objective: Objective | None = None, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Run (or resume) training as configured. Call once per process under any launcher.
+
+    objective: replaces the stage's own (gpt_dist.engine.objectives); callbacks: added to the
+    configured ones (gpt_dist.engine.callbacks), on every rank."""
     dist = init_distributed()
-    return Trainer(cfg, dist, objective or build_objective(cfg)).run()
+    return Trainer(cfg, dist, objective or build_objective(cfg), callbacks).run()
 
 
 @dataclass
@@ -97,6 +98,7 @@ class StepOutcome:
     units: float  # what the loss is averaged over: trained tokens, or DPO pairs
     tokens: float  # real input tokens (no padding)
     trained_tokens: float
+    lr: float = 0.0  # the learning rate the step used
 
 
 @contextmanager
@@ -112,7 +114,7 @@ def _update_skipped(engine):
 
 
 class Trainer:
-    def __init__(self, cfg: Config, dist: DistInfo, objective: Objective):
+    def __init__(self, cfg: Config, dist: DistInfo, objective: Objective, callbacks: Sequence[Callback] = ()):
         from gpt_dist.data.tokenizer import load_tokenizer
 
         self.cfg, self.dist, self.objective = cfg, dist, objective
@@ -137,6 +139,14 @@ class Trainer:
         self.flops_per_token, self.peak_flops = _flops(cfg, dist)
         self.state = TrainState()
         plan = checkpointing.plan_resume(cfg, dist)
+        self._schedule_changes = _schedule_changes(plan.metadata.get("config") or {}, cfg) if plan is not None else []
+        if self._schedule_changes and not cfg.checkpoint.allow_schedule_change:
+            raise UserError(
+                f"{cfg.checkpoint_dir}/{plan.tag}: the run was started with {'; '.join(self._schedule_changes)}, which "
+                "would change the learning-rate schedule mid-run; restore the old values, or set "
+                "checkpoint.allow_schedule_change: true to continue on the new schedule, or start a new run_dir "
+                "with checkpoint.init_from"
+            )
         if plan is None and cfg.checkpoint.init_from:
             checkpointing.load_init_weights(model, cfg.checkpoint.init_from, cfg.model)
         if cfg.lora.r > 0:  # after the starting weights, before DeepSpeed sees the parameters
@@ -148,48 +158,71 @@ class Trainer:
                 checkpointing.load_frozen_weights(model, plan, cfg)
         self.engine, self.ds_config = initialize(model, cfg, self.geometry, dist.device,
                                                  load_universal=bool(plan and plan.universal))
-        self.callbacks: list[Callback] = self._callbacks() if dist.is_main else []
+        cbs = default_callbacks(cfg, self.flops_per_token, self.peak_flops) + list(callbacks)
+        self.callbacks: list[Callback] = sorted(cbs, key=lambda cb: -cb.priority)  # stable: equal keep their order
+        self.plan = plan
         if plan is not None:
             client = checkpointing.load_for_resume(self.engine, plan, cfg, dist)
             self.state = TrainState(**client["train_state"])
             self.state.consecutive_nonfinite = 0
             self.train_loader.load_state_dict(client["loader"])
-            self._event("resumed", tag=plan.tag, universal=plan.universal, world_size=dist.world_size)
-        elif cfg.checkpoint.init_from:
-            self._event("init_from", path=cfg.checkpoint.init_from)
+            saved = client.get("callbacks") or {}
+            for cb in self.callbacks:
+                if cb.name in saved:
+                    cb.load_state_dict(saved[cb.name])
+        self.start_step = self.state.step
         self.last_metrics: dict[str, Any] = {}
         self.last_saved_step = self.state.step if plan is not None else -1
+        self.last_checkpoint: Path | None = Path(cfg.checkpoint_dir) / plan.tag if plan is not None else None
         self._loader_state = self.train_loader.state_dict()  # position before the prefetched micro-batches
-        self._data_wait = 0.0
+        self.data_wait = 0.0  # seconds spent waiting for micro-batches (the speed monitor resets it)
 
-    # ------------------------------------------------------------------ set-up helpers
+    # ------------------------------------------------------------------ hooks and helpers
 
-    def _callbacks(self) -> list[Callback]:
-        cbs: list[Callback] = [JsonlMetrics(self.run_dir), LossCurve(self.run_dir)]
-        if self.cfg.log.wandb.mode != "disabled":
-            w = self.cfg.log.wandb
-            cbs.append(Wandb(w.mode, w.project, w.name, self.run_dir, self.cfg.to_dict()))
-        if self.cfg.log.progress_bar:
-            cbs.append(ProgressBar(self.total_steps, 0))
-        return cbs
-
-    def _event(self, name: str, **fields) -> None:
-        if self.dist.is_main:
-            log.info("%s %s", name, fields)
+    def event(self, name: str, **fields) -> None:
+        """Record an event: events.jsonl, the console (as a sentence) and any callback."""
+        e = {"event": name, "step": self.state.step, **fields}
         for cb in self.callbacks:
-            cb.on_event({"event": name, "step": self.state.step, **fields})
+            cb.on_event(self, e)
+
+    def report_log(self, metrics: dict[str, Any]) -> None:
+        """Hand a train row to the callbacks (the speed monitor completes it first)."""
+        for cb in self.callbacks:
+            cb.on_log(self, metrics)
+        self.last_metrics = metrics
+
+    def report_eval(self, metrics: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_eval(self, metrics)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.dist.device, non_blocking=True) for k, v in batch.items()}
 
     def _fetch(self, data) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
-        """The next step's micro-batches on this rank and their counts: (3,) float64 units, real
-        tokens, trained tokens, on the device (reduced with the current step's all-reduce)."""
+        """The next step's micro-batches on this rank and their counts (see step_counts), on the
+        device (reduced with the current step's all-reduce)."""
         self._loader_state = self.train_loader.state_dict()
         t0 = time.perf_counter()
         batches = [self._to_device(next(data)) for _ in range(self.geometry.grad_accum)]
-        self._data_wait += time.perf_counter() - t0
+        self.data_wait += time.perf_counter() - t0
         return batches, step_counts(self.objective, batches, self.dist.device)
+
+    def _announce(self) -> None:
+        cfg, g = self.cfg, self.geometry
+        if self.plan is not None:
+            self.event("resumed", tag=self.plan.tag, universal=self.plan.universal, world_size=self.dist.world_size)
+            if self._schedule_changes:
+                self.event("schedule_changed", changes="; ".join(self._schedule_changes))
+        else:
+            self.event("fresh_start", checkpoint_dir=cfg.checkpoint_dir, resume=cfg.checkpoint.resume)
+            if cfg.checkpoint.init_from:
+                self.event("init_from", path=cfg.checkpoint.init_from)
+        if self.state.step >= self.total_steps:
+            self.event("already_complete", total_steps=self.total_steps, checkpoint_dir=cfg.checkpoint_dir)
+        elif self.state.step == 0:
+            self.event("start", total_steps=self.total_steps, grad_accum=g.grad_accum, world_size=g.world_size,
+                       global_batch_size=g.global_batch_size, micro_batch_size=g.micro_batch_size, unit=g.unit,
+                       **({"lora_trainable_params": self.lora_params} if self.lora_params else {}))
 
     # ------------------------------------------------------------------------- the loop
 
@@ -197,63 +230,48 @@ class Trainer:
         cfg, engine = self.cfg, self.engine
         stop = _StopSignal()
         for cb in self.callbacks:
-            cb.on_train_start({"total_steps": self.total_steps, "grad_accum": self.geometry.grad_accum})
-        if self.state.step == 0:
-            self._event("start", total_steps=self.total_steps, grad_accum=self.geometry.grad_accum,
-                        world_size=self.dist.world_size, global_batch_size=self.geometry.global_batch_size,
-                        **({"lora_trainable_params": self.lora_params} if self.lora_params else {}))
-        window_start, window_steps, window_tokens = time.perf_counter(), 0, 0.0
+            cb.on_train_start(self)
+        self._announce()
         stopped_by = None
         exit_at = None if cfg.train.exit_after_steps is None else self.state.step + cfg.train.exit_after_steps
         engine.train()
-        data = iter(self.train_loader)
-        batches, local_counts = self._fetch(data)
-        counts = all_reduce_sum(local_counts).tolist()  # once; later steps carry the next counts
+        if self.state.step < self.total_steps:
+            data = iter(self.train_loader)
+            batches, local_counts = self._fetch(data)
+            counts = all_reduce_sum(local_counts).tolist()  # once; later steps carry the next counts
         while self.state.step < self.total_steps:
             lr = lr_at(self.state.step, self.total_steps, cfg.train)
             for group in engine.optimizer.param_groups:
                 group["lr"] = lr
             out, batches, counts = self._step(batches, counts, data, stop)
+            out.lr = lr
             if out.skipped:
                 self._skip_nonfinite()
             else:
                 self.state.consecutive_nonfinite = 0
                 self.state.step += 1
                 self.state.tokens += int(out.tokens)
-                window_steps += 1
-                window_tokens += out.tokens
-                if self.state.step % cfg.log.every_steps == 0 or self.state.step == self.total_steps:
-                    if self.dist.device.type == "cuda":
-                        torch.cuda.synchronize()
-                    elapsed = time.perf_counter() - window_start
-                    self._log(out, lr, elapsed, window_steps, window_tokens)
-                    window_start, window_steps, window_tokens, self._data_wait = time.perf_counter(), 0, 0.0, 0.0
-                if self.val_loader is not None and self.state.step % cfg.eval.every_steps == 0:
-                    self.evaluate()
-                if self.state.step % cfg.checkpoint.every_steps == 0:
-                    self.save()
+                for cb in self.callbacks:  # logging, evaluation, checkpoint cadence, ...
+                    cb.on_step_end(self, out)
             if out.stop:
                 stopped_by = stop.name or "SIGUSR1/SIGTERM on another rank"
-                self._event("signal", signal=stopped_by)
+                self.event("signal", signal=stopped_by)
                 break
             if self.state.step == exit_at and self.state.step < self.total_steps:
-                self._event("exit_after_steps", steps=cfg.train.exit_after_steps)
+                self.event("exit_after_steps", steps=cfg.train.exit_after_steps)
                 break
 
         if self.last_saved_step != self.state.step:
             self.save()
-        finished = self.state.step >= self.total_steps
-        if finished and self.val_loader is not None and self.state.step % cfg.eval.every_steps != 0:
-            self.evaluate()
-        if stopped_by is not None:
-            self._requeue_if_slurm(stopped_by)
-        if finished:
-            self._event("finished", tokens=self.state.tokens)
+        result = TrainResult(step=self.state.step, tokens=self.state.tokens, last_metrics=self.last_metrics,
+                             stopped_by_signal=stopped_by)
+        if self.state.step >= self.total_steps:
+            self.event("finished", tokens=self.state.tokens)
         for cb in self.callbacks:
-            cb.on_train_end()
+            cb.on_train_end(self, result)
+        result.last_metrics = self.last_metrics
         barrier()
-        return TrainResult(step=self.state.step, tokens=self.state.tokens, last_metrics=self.last_metrics,
-                           stopped_by_signal=stopped_by)
+        return result
 
     def _step(self, batches, counts: list[float], data, stop: _StopSignal):
         return train_step(self.engine, self.objective, self.geometry, batches, counts,
@@ -262,33 +280,14 @@ class Trainer:
     def _skip_nonfinite(self) -> None:
         self.state.skipped_batches += 1
         self.state.consecutive_nonfinite += 1
-        self._event("nonfinite_loss_skipped", skipped_batches=self.state.skipped_batches)
+        self.event("nonfinite_loss_skipped", skipped_batches=self.state.skipped_batches)
         if self.state.consecutive_nonfinite >= self.cfg.train.max_nonfinite_steps:
-            self._event("stopped_nonfinite", consecutive=self.state.consecutive_nonfinite)
+            self.event("stopped_nonfinite", consecutive=self.state.consecutive_nonfinite)
             raise NonFiniteLossError(
                 f"{self.state.consecutive_nonfinite} NaN/inf losses in a row at step {self.state.step}; the last good "
                 f"checkpoint in {self.cfg.checkpoint_dir} is kept. Lower train.lr, raise train.warmup_fraction or "
                 "check the data, then resume"
             )
-
-    def _log(self, out: StepOutcome, lr: float, elapsed: float, steps: int, tokens: float) -> None:
-        tokens_per_s = tokens / max(elapsed, 1e-9)
-        grad_norm = self.engine.get_global_grad_norm()
-        grad_norm = float(grad_norm) if grad_norm is not None else None
-        mfu = None
-        if self.peak_flops:
-            mfu = self.flops_per_token * tokens_per_s / (self.peak_flops * self.dist.world_size)
-        m = dict(
-            step=self.state.step, tokens=self.state.tokens, loss=out.loss, lr=lr,
-            grad_norm=grad_norm if grad_norm is None or math.isfinite(grad_norm) else None,
-            trained_tokens=int(out.trained_tokens), step_tokens=int(out.tokens),
-            tokens_per_s=tokens_per_s, step_ms=1000 * elapsed / steps, mfu=mfu,
-            data_wait_frac=self._data_wait / max(elapsed, 1e-9), mem_gb=_memory_gb(self.dist.device),
-            skipped_batches=self.state.skipped_batches, **out.metrics,
-        )
-        self.last_metrics = m
-        for cb in self.callbacks:
-            cb.on_log(m)
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -300,16 +299,16 @@ class Trainer:
         total, count = all_reduce_sum(sums).tolist()
         self.engine.train()
         val = total / max(count, 1.0)
-        metrics = dict(step=self.state.step, tokens=self.state.tokens, loss=val)
+        metrics = dict(split="val", step=self.state.step, tokens=self.state.tokens, loss=val)
         if self.objective.val_perplexity:
             metrics["perplexity"] = math.exp(min(val, 50))
-        for cb in self.callbacks:
-            cb.on_eval(metrics)
         self.last_metrics = {**self.last_metrics, "val_loss": val}
+        self.report_eval(metrics)
         return val
 
     def save(self) -> None:
-        client = {"train_state": self.state.to_dict(), "loader": self._loader_state}
+        client = {"train_state": self.state.to_dict(), "loader": self._loader_state,
+                  "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks}}
         metadata = {
             "tokens_seen": self.state.tokens,
             "config": self.cfg.to_dict(),
@@ -318,16 +317,10 @@ class Trainer:
             "metrics": self.last_metrics,
         }
         tag_dir = checkpointing.save(self.engine, self.cfg, self.dist, self.state.step, client, metadata)
-        self.last_saved_step = self.state.step
-        self._event("checkpoint", tag=tag_dir.name)
-
-    def _requeue_if_slurm(self, signame: str) -> None:
-        job = os.environ.get("SLURM_JOB_ID")
-        if not (signame == "SIGUSR1" and job and self.dist.is_main):
-            return
-        r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-        self._event("requeue", job_id=job, ok=r.returncode == 0, stderr=r.stderr.strip())
-
+        self.last_saved_step, self.last_checkpoint = self.state.step, tag_dir
+        self.event("checkpoint", tag=tag_dir.name)
+        for cb in self.callbacks:
+            cb.on_checkpoint(self, tag_dir)
 
 def step_counts(objective: Objective, batches: list[dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
     """(3,) float64 on `device`: units, real tokens and trained tokens of this rank's micro-batches
@@ -390,7 +383,24 @@ def _flops(cfg: Config, dist: DistInfo) -> tuple[float, float | None]:
     return flops_per_token(cfg.model, cfg.seq_len), peak
 
 
-def _memory_gb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+def _batch_units(train: dict[str, Any], seq_len: int) -> int | None:
+    if train.get("global_batch_size"):
+        return int(train["global_batch_size"])
+    return int(train["global_batch_tokens"]) // seq_len if train.get("global_batch_tokens") else None
+
+
+def _schedule_changes(saved: dict[str, Any], cfg: Config) -> list[str]:
+    """What differs between the saved run's schedule and `cfg`'s, as 'key A (now B)' phrases."""
+    old = saved.get("train") or {}
+    if not old:
+        return []
+    now = dataclasses.asdict(cfg.train)
+    changes = []
+    for key in ("max_steps", "max_tokens") if old.get("max_steps") is None or now["max_steps"] is None else ("max_steps",):
+        if old.get(key) != now[key]:
+            changes.append(f"train.{key}={old.get(key)} (now {now[key]})")
+    seq_len = old.get("seq_len") or (saved.get("model") or {}).get("block_size") or cfg.seq_len
+    before, after = _batch_units(old, seq_len), _batch_units(now, cfg.seq_len)
+    if before is not None and before != after:
+        changes.append(f"a global batch of {before} sequences (now {after})")
+    return changes
