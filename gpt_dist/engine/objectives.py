@@ -59,6 +59,15 @@ class Objective(Protocol):
     def eval_loss(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed loss, number of units it is summed over)."""
 
+    def start(self, model, dist: DistInfo) -> None:
+        """Called once on every rank with the engine, after any resume and before the first
+        update (DPO scores its reference log-probabilities here)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state saved with each checkpoint."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
 
 def trained_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """0-d count of positions that carry a loss (labels != IGNORE_INDEX)."""
@@ -104,6 +113,15 @@ class LanguageModeling:
 
     def eval_loss(self, model, batch):
         return model(batch["input_ids"], batch["labels"], reduction="sum"), trained_tokens(batch)
+
+    def start(self, model, dist):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
 
 
 def build_objective(cfg: Config) -> Objective:

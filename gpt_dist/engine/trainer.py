@@ -166,10 +166,12 @@ class Trainer:
             self.state = TrainState(**client["train_state"])
             self.state.consecutive_nonfinite = 0
             self.train_loader.load_state_dict(client["loader"])
+            objective.load_state_dict(client.get("objective") or {})
             saved = client.get("callbacks") or {}
             for cb in self.callbacks:
                 if cb.name in saved:
                     cb.load_state_dict(saved[cb.name])
+        objective.start(self.engine, dist)  # before the first update: DPO scores its reference here
         self.start_step = self.state.step
         self.last_metrics: dict[str, Any] = {}
         self.last_saved_step = self.state.step if plan is not None else -1
@@ -308,6 +310,7 @@ class Trainer:
 
     def save(self) -> None:
         client = {"train_state": self.state.to_dict(), "loader": self._loader_state,
+                  "objective": self.objective.state_dict(),
                   "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks}}
         metadata = {
             "tokens_seen": self.state.tokens,

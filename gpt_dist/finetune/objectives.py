@@ -26,6 +26,15 @@ from gpt_dist.finetune.loader import EpochLoader, EvalBatches
 class _ChatObjective:
     """What SFT and DPO share: the chat template (resolved once) and the jsonl sources."""
 
+    def start(self, model, dist: DistInfo) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     val_perplexity = True  # SFT: the loss is the NLL of the assistant tokens
 
     def __init__(self):
@@ -113,29 +122,56 @@ class DPO(_ChatObjective):
         super().__init__()
         self.beta = beta
         self._data: dict | None = None
+        # split -> (num_pairs, 2) float64 [chosen, rejected] reference log-probs; scored by the
+        # policy engine before its first update (start()), or restored from a checkpoint
+        self.tables: dict[str, torch.Tensor] = {}
+        self._micro_batch = 1
 
     def _prepare(self, cfg: Config, dist: DistInfo, tokenizer) -> dict:
-        """Both splits' pairs and their reference log-probs, scored in one load of the reference."""
+        """Both splits' pairs: split -> (num_pairs, collate with reference log-probs attached)."""
         if self._data is not None:
             return self._data
-        from gpt_dist.finetune.dpo import attach_reference, reference_logps
+        from gpt_dist.finetune.dpo import attach_reference
         from gpt_dist.finetune.dpo_data import load_dpo_pairs, pair_batch
 
         template = self.template(cfg, tokenizer)
-        plain = {}
+        self._micro_batch = cfg.train.micro_batch_size
+        self._data, self._plain = {}, {}
         for split in ("train", "val") if cfg.data.val else ("train",):
             report = DataReport("dpo", split)
             key = "data.train" if split == "train" else "data.val"
             pairs = load_dpo_pairs(self._sources(cfg, split), template, cfg.seq_len, report, cfg.train.seed, key=key)
             report.publish(cfg.run_dir, dist.is_main, cfg.finetune.max_bad_fraction)
-            plain[split] = (len(pairs), lambda idx, pairs=pairs: pair_batch([pairs[i] for i in idx], cfg.seq_len,
-                                                                              tokenizer.eot_id))
-        tables = reference_logps(cfg, dist, list(plain.values()), cfg.train.micro_batch_size)
-        self._data = {
-            split: (n, lambda idx, collate=collate, table=table: attach_reference(collate(idx), table, idx))
-            for (split, (n, collate)), table in zip(plain.items(), tables)
-        }
+            plain = lambda idx, pairs=pairs: pair_batch([pairs[i] for i in idx], cfg.seq_len, tokenizer.eot_id)  # noqa: E731
+            self._plain[split] = (len(pairs), plain)
+            self._data[split] = (len(pairs), lambda idx, split=split, plain=plain:
+                                 attach_reference(plain(idx), self._table(split), idx))
         return self._data
+
+    def _table(self, split: str) -> torch.Tensor:
+        if split not in self.tables:
+            raise RuntimeError("DPO reference log-probs are not scored yet: call start(model, dist) first")
+        return self.tables[split]
+
+    def start(self, model, dist: DistInfo) -> None:
+        """Score the reference log-probs with `model` (the policy engine, before its first
+        update, so its weights are the starting ones) unless a checkpoint brought them."""
+        from gpt_dist.finetune.dpo import reference_logps
+
+        missing = [split for split in self._plain if split not in self.tables]
+        if not missing:
+            return
+        tables = reference_logps(model, dist, [self._plain[s] for s in missing], self._micro_batch)
+        self.tables.update(zip(missing, tables))
+
+    def state_dict(self) -> dict:
+        # JSON-safe (the checkpoint metadata holds it too); Python floats round-trip exactly
+        return {"reference_logps": {split: t.tolist() for split, t in self.tables.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for split, rows in (state.get("reference_logps") or {}).items():
+            if split in self._plain and len(rows) == self._plain[split][0]:
+                self.tables[split] = torch.tensor(rows, dtype=torch.float64).reshape(-1, 2)
 
     def train_loader(self, cfg: Config, dist: DistInfo, tokenizer):
         n, collate = self._prepare(cfg, dist, tokenizer)["train"]

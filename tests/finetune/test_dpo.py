@@ -45,10 +45,12 @@ def dpo_config(tmp_path, tokenizer_dir, sft_run, train, extra=()):
 def test_policy_equal_to_reference_gives_log_2(tmp_path, tokenizer_dir, tokenizer, sft_run, sample_files):
     cfg = dpo_config(tmp_path, tokenizer_dir, sft_run, sample_files["dpo_train"])
     stage = DPO(beta=cfg.finetune.dpo_beta)
-    batch = next(stage.train_loader(cfg, CPU, tokenizer))
+    loader = stage.train_loader(cfg, CPU, tokenizer)
     assert stage.chat_template == DEFAULT_CHAT_TEMPLATE  # taken over from the SFT checkpoint
     policy = GPT(cfg.model)
     load_init_weights(policy, cfg.checkpoint.init_from, cfg.model)
+    stage.start(policy, CPU)  # the reference is the policy before its first update
+    batch = next(loader)
     with torch.no_grad():
         out = stage.loss(policy.eval(), batch)
     pairs = stage.count(batch).units
@@ -113,3 +115,26 @@ def test_bad_pairs_are_counted_and_never_trained_on(tmp_path, tokenizer):
 def test_dpo_without_starting_weights_is_a_config_error(tmp_path, tokenizer_dir, sample_files):
     with pytest.raises(ConfigError, match="checkpoint.init_from: stage: dpo needs the starting weights"):
         tiny_config(tmp_path, "dpo", tokenizer_dir, [sample_files["dpo_train"]])
+
+
+def test_reference_is_scored_once_and_a_resume_reads_it_from_the_checkpoint(tmp_path, tokenizer_dir, sft_run,
+                                                                           sample_files, monkeypatch):
+    import gpt_dist.finetune.dpo as dpo
+    from gpt_dist.checkpoint_layout import latest_complete_tag
+    from gpt_dist.engine.trainer import train
+
+    calls = []
+    real = dpo.reference_logps
+    monkeypatch.setattr(dpo, "reference_logps", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = dpo_config(tmp_path, tokenizer_dir, sft_run, sample_files["dpo_train"],
+                       extra=["train.exit_after_steps=2", "checkpoint.every_steps=2"])
+    with one_thread():
+        train(first)
+    assert len(calls) == 1
+    ckpt = tmp_path / "run" / "ckpt"
+    meta = json.loads((ckpt / latest_complete_tag(ckpt) / "gpt_dist.json").read_text())
+    table = meta["client_state"]["objective"]["reference_logps"]["train"]
+    assert len(table) > 0 and all(len(row) == 2 and row[0] < 0 and row[1] < 0 for row in table)
+    with one_thread():
+        result = train(dpo_config(tmp_path, tokenizer_dir, sft_run, sample_files["dpo_train"]))
+    assert result.step == DPO_STEPS and len(calls) == 1  # not scored again

@@ -3,7 +3,8 @@
 The loop calls every hook on every rank, in order of `priority` (highest first); a callback
 that writes files or prints does so on rank 0 only (`trainer.dist.is_main`), and one that runs
 collectives (evaluation, checkpointing) must run them on every rank. What `state_dict()`
-returns is saved with each checkpoint (under `name`) and handed to `load_state_dict()` on resume.
+returns (JSON-serialisable) is saved with each checkpoint under `name` and handed to
+`load_state_dict()` on resume.
 
     class PrintLoss(Callback):
         def on_log(self, trainer, metrics):
