@@ -110,3 +110,17 @@ class _Poisoned:
             out.loss = out.loss * float("nan")
         self.calls += 1
         return out
+
+
+def reference_table(dist: DistInfo, zero_stage: int, pairs: int = 5) -> torch.Tensor:
+    """DPO reference log-probs of `pairs` pairs scored by a policy engine (the pairs split over
+    the ranks unevenly when `pairs` is odd)."""
+    from gpt_dist.finetune.dpo import reference_logps
+
+    cfg, world = config("dpo", 1, dist.world_size, zero_stage)
+    torch.manual_seed(0)
+    engine, _ = initialize(GPT(cfg.model), cfg, run_geometry(cfg, world), dist.device)
+    all_units = (units("dpo") * 2)[:pairs]
+    (table,) = reference_logps(engine, dist, [(pairs, lambda idx: collate("dpo", [all_units[i] for i in idx]))],
+                               batch_size=2)
+    return table
