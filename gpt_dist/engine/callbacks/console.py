@@ -105,8 +105,8 @@ class Console(Callback):
 
         self.bar = tqdm(total=trainer.total_steps, initial=trainer.state.step, unit="step", dynamic_ncols=True,
                         mininterval=1.0, leave=True)
-        # log records are written above the bar, not into it
-        self._redirect.enter_context(logging_redirect_tqdm(loggers=[logging.getLogger()]))
+        # log records (ours and DeepSpeed's, which has its own handler) are written above the bar
+        self._redirect.enter_context(logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("DeepSpeed")]))
 
     def on_step_end(self, trainer, outcome):
         if self.bar is not None:
