@@ -52,6 +52,14 @@ def test_micro_batch_split_changes_nothing(objective, dist):
     assert_same_gradient(g_one, g_four)
 
 
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_the_split_changes_nothing_under_zero_sharding(zero_stage, dist):
+    one, norm_one, g_one, _ = run_one_step("sft", micro=4, dist=dist, zero_stage=zero_stage)
+    four, norm_four, g_four, _ = run_one_step("sft", micro=1, dist=dist, zero_stage=zero_stage)
+    assert close(one.loss, four.loss) and close(float(norm_one), float(norm_four)), (one.loss, four.loss)
+    assert_same_gradient(g_one, g_four)
+
+
 def test_a_mean_of_micro_batch_means_would_differ(dist):
     """The check above can fail: SFT's per-token mean over the step is not the mean of the
     four micro-batches' means when their trained tokens differ this much."""
@@ -91,19 +99,21 @@ def test_two_ranks_give_the_one_rank_step(objective, dist, tmp_path):
     assert_same_gradient(got["grad"], ref_g)
 
 
-def test_a_step_with_a_nan_micro_batch_is_skipped_whole(dist):
+@pytest.mark.parametrize("zero_stage", [0, 1, 2, 3])
+def test_a_step_with_a_nan_micro_batch_is_skipped_whole(dist, zero_stage):
     """The NaN is in the last micro-batch, after three good backward passes: no update at all
     (weights and Adam's step count stay), and the gradients are cleared for the next step."""
     from gpt_dist.model.gpt import GPT
 
     from step_cases import config
 
-    out, _, grad, engine = run_one_step("lm", micro=1, dist=dist, poison=3)
+    out, _, grad, engine = run_one_step("lm", micro=1, dist=dist, poison=3, zero_stage=zero_stage)
     assert out.skipped and grad is None  # the optimizer never ran
     cfg, _ = config("lm", 1, 1)
     torch.manual_seed(0)
     initial = GPT(cfg.model).state_dict()
-    for name, value in engine.module.state_dict().items():
+    weights = engine._zero3_consolidated_16bit_state_dict() if zero_stage == 3 else engine.module.state_dict()
+    for name, value in weights.items():
         assert torch.equal(value, initial[name]), name
     inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
     assert all(len(s) == 0 for s in inner.state.values())
