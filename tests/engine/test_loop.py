@@ -20,8 +20,8 @@ from gpt_dist.errors import UserError
 from engine_runs import base_overrides
 from testutil import REPO
 
-# one step = 2 micro-batches of 2 x 256 tokens
-SMALL = ["train.micro_batch_size=2", "train.global_batch_tokens=1024", "eval.batches=1", "log.every_steps=2",
+# one step = 2 micro-batches of 2 x 256 tokens, through the 2-layer `tiny` shape (the loop is under test)
+SMALL = ["model.preset=tiny", "model.block_size=256", "train.micro_batch_size=2", "train.global_batch_tokens=1024", "eval.batches=1", "log.every_steps=2",
          "eval.every_steps=1000", "checkpoint.every_steps=1000"]
 
 

@@ -15,8 +15,8 @@ from gpt_dist.engine.trainer import NonFiniteLossError, train
 from engine_runs import base_overrides
 from testutil import REPO
 
-# 2 micro-batches of 2 x 256 tokens per step
-OVER = ["train.micro_batch_size=2", "train.global_batch_tokens=1024", "train.max_steps=6", "checkpoint.every_steps=2",
+# 2 micro-batches of 2 x 256 tokens per step, through the 2-layer `tiny` shape
+OVER = ["model.preset=tiny", "model.block_size=256", "train.micro_batch_size=2", "train.global_batch_tokens=1024", "train.max_steps=6", "checkpoint.every_steps=2",
         "train.max_nonfinite_steps=3", "eval.every_steps=1000"]
 
 
