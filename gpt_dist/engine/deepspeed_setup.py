@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from gpt_dist.config import BatchGeometry, Config, ConfigError
+from gpt_dist.config import BatchGeometry, Config, ConfigError, run_geometry
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +118,14 @@ def build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -
     return torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, **extra)
 
 
-def initialize(model: torch.nn.Module, cfg: Config, geometry: BatchGeometry, device: torch.device, *,
-               load_universal: bool = False):
-    """Wrap `model` in a DeepSpeed engine; returns (engine, ds_config)."""
+def initialize(model: torch.nn.Module, cfg: Config, world_size: int, device: torch.device, *,
+               geometry: BatchGeometry | None = None, load_universal: bool = False):
+    """Wrap `model` in a DeepSpeed engine; returns (engine, ds_config). `geometry`: the run's
+    batch split when the caller has it (the trainer computes it once), else derived here."""
     import deepspeed
 
+    if geometry is None:
+        geometry = run_geometry(cfg, world_size)
     ds = build_ds_config(cfg, geometry, load_universal=load_universal)
     model = model.to(device)
     if offloads_optimizer(ds):
