@@ -105,7 +105,13 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    global_batch_tokens: int = 524288
+    # The global batch of one optimizer step, in exactly one of two units: tokens (pretrain/CPT,
+    # a multiple of seq_len) or sequences (pretrain/CPT windows, SFT rows; DPO: preference pairs).
+    # Neither set: 524288 tokens for pretrain/CPT (GPT-2's 0.5M); SFT and DPO must set
+    # global_batch_size.
+    global_batch_tokens: Optional[int] = None
+    global_batch_size: Optional[int] = None
+    # Sequences (DPO: pairs) per micro-batch per rank.
     micro_batch_size: int = 8
     # Tokens per training sequence; null = model.block_size.
     seq_len: Optional[int] = None
@@ -148,6 +154,9 @@ class CheckpointConfig:
     keep_last: int = 3
     resume: str = "auto"
     init_from: Optional[str] = None
+    # Resuming with another train.max_steps / max_tokens / global batch changes the learning-rate
+    # schedule mid-run: an error unless this is true (then the change is logged as an event).
+    allow_schedule_change: bool = False
 
 
 @dataclass
@@ -168,6 +177,10 @@ class LogConfig:
 class EvalConfig:
     every_steps: int = 500
     batches: int = 20
+    # A HellaSwag-format multiple-choice file (the `gpt-dist eval --mc` format) scored during
+    # training every mc_every_steps steps (acc / acc_norm rows with split "mc" in metrics.jsonl).
+    mc: Optional[str] = None
+    mc_every_steps: int = 500
 
 
 @dataclass
@@ -468,8 +481,9 @@ def resolve_and_validate(cfg: Config) -> Config:
     need(t.max_steps is None or t.max_steps > 0, "train.max_steps", "must be positive", "set a step count or null")
     need(t.exit_after_steps is None or t.exit_after_steps > 0, "train.exit_after_steps", "must be positive", "set a step count or null")
     need(t.max_tokens > 0, "train.max_tokens", "must be positive", "set a token budget, e.g. 1.0e10")
+    _resolve_batch_size(cfg)
     # The world size is checked again at launch; at load, the batch must fit one rank.
-    check_batch_geometry(cfg, world_size=1)
+    batch_geometry(cfg.train, cfg.seq_len, cfg.stage, world_size=1)
     need(cfg.engine.zero_stage in (0, 1, 2, 3), "engine.zero_stage", f"{cfg.engine.zero_stage} is not 0-3", "use 0, 1, 2 or 3")
     choice(cfg.checkpoint.resume, "checkpoint.resume", RESUME_MODES)
     need(cfg.checkpoint.every_steps > 0, "checkpoint.every_steps", "must be positive", "use e.g. 1000")
@@ -477,6 +491,9 @@ def resolve_and_validate(cfg: Config) -> Config:
     choice(cfg.log.wandb.mode, "log.wandb.mode", WANDB_MODES)
     need(cfg.log.every_steps > 0, "log.every_steps", "must be positive", "use e.g. 10")
     need(cfg.eval.every_steps > 0, "eval.every_steps", "must be positive", "use e.g. 500")
+    need(cfg.eval.mc_every_steps > 0, "eval.mc_every_steps", "must be positive", "use e.g. 500")
+    need(cfg.eval.mc is None or Path(cfg.eval.mc).is_file(), "eval.mc", f"{cfg.eval.mc} not found",
+         "point it at a jsonl file of {ctx, endings, label} items, or null")
     for i, src in enumerate(cfg.data.train):
         need(src.weight > 0, f"data.train[{i}].weight", f"must be positive, got {src.weight}", "drop the source or give it a weight > 0")
     need(cfg.data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {cfg.data.num_workers}", "use 0 (in-process) or e.g. 2")
@@ -516,34 +533,106 @@ def _validate_finetune(cfg: Config) -> None:
               "set it to the SFT checkpoint directory (or a Hugging Face GPT-2 directory)")
 
 
-def gradient_accumulation_steps(cfg: Config, world_size: int) -> int:
-    """global_batch_tokens / (micro_batch_size * seq_len * world_size), checked to be whole."""
-    check_batch_geometry(cfg, world_size)
-    return cfg.train.global_batch_tokens // (cfg.train.micro_batch_size * cfg.seq_len * world_size)
+DEFAULT_GLOBAL_BATCH_TOKENS = 524288
 
 
-def check_batch_geometry(cfg: Config, world_size: int) -> None:
+def _resolve_batch_size(cfg: Config) -> None:
+    """Exactly one of train.global_batch_tokens / train.global_batch_size; fills the default."""
     t = cfg.train
-    per_step = t.micro_batch_size * cfg.seq_len * world_size
-    if t.global_batch_tokens <= 0 or t.global_batch_tokens % per_step != 0:
-        lo = max(1, t.global_batch_tokens // per_step) * per_step
-        hi = lo + per_step
-        ga_lo, ga_hi = lo // per_step, hi // per_step
+    if t.global_batch_tokens is not None and t.global_batch_size is not None:
         raise ConfigError(
-            f"train.global_batch_tokens: {t.global_batch_tokens} is not a multiple of "
-            f"micro_batch_size ({t.micro_batch_size}) x seq_len ({cfg.seq_len}) x data-parallel ranks "
-            f"({world_size}) = {per_step}; use {lo} ({ga_lo} accumulation steps) or {hi} ({ga_hi}), "
-            f"or change train.micro_batch_size"
+            f"train: both global_batch_tokens ({t.global_batch_tokens}) and global_batch_size ({t.global_batch_size}) "
+            "are set; keep one (tokens for pretrain/cpt, sequences or DPO pairs otherwise)"
         )
+    if cfg.stage in ("sft", "dpo"):
+        unit = "rows" if cfg.stage == "sft" else "preference pairs"
+        if t.global_batch_tokens is not None:
+            raise ConfigError(
+                f"train.global_batch_tokens: stage {cfg.stage} counts its batch in {unit}; set "
+                f"train.global_batch_size: {max(1, t.global_batch_tokens // cfg.seq_len)} instead "
+                f"(global_batch_tokens / seq_len) and drop global_batch_tokens"
+            )
+        need(t.global_batch_size is not None, "train.global_batch_size", f"not set (stage {cfg.stage})",
+             f"set the {unit} per optimizer step, e.g. train.global_batch_size: {8 * t.micro_batch_size}")
+    elif t.global_batch_tokens is None and t.global_batch_size is None:
+        t.global_batch_tokens = DEFAULT_GLOBAL_BATCH_TOKENS
+
+
+@dataclass(frozen=True)
+class BatchGeometry:
+    """How one optimizer step's global batch is split, computed once per run by batch_geometry().
+
+    A unit is a sequence of seq_len positions (pretrain/CPT window, SFT row) or, for DPO, a
+    preference pair (two sequences). Each rank runs `grad_accum` micro-batches of
+    `micro_batch_size` units per optimizer step.
+    """
+
+    unit: str  # "sequence" or "pair"
+    seq_len: int
+    micro_batch_size: int
+    grad_accum: int
+    world_size: int
+
+    @property
+    def global_batch_size(self) -> int:
+        """Units per optimizer step, all ranks and micro-batches together."""
+        return self.micro_batch_size * self.grad_accum * self.world_size
+
+    @property
+    def sequences_per_unit(self) -> int:
+        return 2 if self.unit == "pair" else 1
+
+    @property
+    def positions_per_step(self) -> int:
+        """Token positions of one optimizer step, padding included (the step budget's unit)."""
+        return self.global_batch_size * self.sequences_per_unit * self.seq_len
+
+    def deepspeed(self) -> dict[str, int]:
+        """The batch keys of a DeepSpeed config (DeepSpeed counts a DPO pair as one sample)."""
+        return dict(train_micro_batch_size_per_gpu=self.micro_batch_size, gradient_accumulation_steps=self.grad_accum,
+                    train_batch_size=self.global_batch_size)
+
+
+def batch_geometry(t: TrainConfig, seq_len: int, stage: str, world_size: int) -> BatchGeometry:
+    """The split of train.global_batch_tokens / global_batch_size over micro-batches and ranks,
+    checked to be whole (ConfigError naming the sizes that would be)."""
+    unit = "pair" if stage == "dpo" else "sequence"
+    per_round = t.micro_batch_size * world_size  # units of one micro-batch on every rank
+    if t.global_batch_tokens is not None:
+        key, total, per_step = "train.global_batch_tokens", t.global_batch_tokens, per_round * seq_len
+        what, parts = f"{total}", f"micro_batch_size ({t.micro_batch_size}) x seq_len ({seq_len})"
+    else:
+        key, total, per_step = "train.global_batch_size", t.global_batch_size or 0, per_round
+        what, parts = f"{total} {unit}s", f"micro_batch_size ({t.micro_batch_size})"
+    if total <= 0 or total % per_step != 0:
+        lo = max(1, total // per_step) * per_step
+        hi = lo + per_step
+        raise ConfigError(
+            f"{key}: {what} is not a multiple of {parts} x data-parallel ranks ({world_size}) = {per_step}; "
+            f"use {lo} ({lo // per_step} accumulation steps) or {hi} ({hi // per_step}), or change train.micro_batch_size"
+        )
+    return BatchGeometry(unit=unit, seq_len=seq_len, micro_batch_size=t.micro_batch_size,
+                         grad_accum=total // per_step, world_size=world_size)
+
+
+def run_geometry(cfg: Config, world_size: int) -> BatchGeometry:
+    """batch_geometry() of a whole run config."""
+    return batch_geometry(cfg.train, cfg.seq_len, cfg.stage, world_size)
+
+
+def total_steps(t: TrainConfig, geometry: BatchGeometry) -> int:
+    """Optimizer steps of the run: train.max_steps, else train.max_tokens over the positions of
+    one step (the same whatever the world size: the global batch is fixed)."""
+    if t.max_steps is not None:
+        return t.max_steps
+    return max(1, math.ceil(t.max_tokens / geometry.positions_per_step))
 
 
 def config_from_dict(d: dict[str, Any]) -> Config:
     """Rebuild a Config saved with `Config.to_dict()` (e.g. from a checkpoint)."""
+    t = d.get("train") or {}
+    if d.get("stage") in ("sft", "dpo") and t.get("global_batch_tokens") and not t.get("global_batch_size"):
+        # saved before SFT/DPO counted their batch in rows/pairs: the same batch in the new unit
+        seq_len = t.get("seq_len") or (d.get("model") or {}).get("block_size") or 1
+        d = {**d, "train": {**t, "global_batch_tokens": None, "global_batch_size": t["global_batch_tokens"] // seq_len}}
     return load_config(base=d)
-
-
-def total_steps(cfg: Config, world_size: int) -> int:
-    if cfg.train.max_steps is not None:
-        return cfg.train.max_steps
-    del world_size  # the global batch is the same whatever the world size
-    return max(1, math.ceil(cfg.train.max_tokens / cfg.train.global_batch_tokens))

@@ -4,8 +4,9 @@ from gpt_dist.config import (
     Config,
     ConfigError,
     config_from_dict,
-    gradient_accumulation_steps,
     load_config,
+    run_geometry,
+    total_steps,
 )
 
 
@@ -81,10 +82,10 @@ def test_global_batch_must_be_a_multiple_and_error_proposes_values():
 
 def test_gradient_accumulation_from_world_size():
     cfg = load_config(overrides=SMALL + ["train.global_batch_tokens=16384"])
-    assert gradient_accumulation_steps(cfg, world_size=1) == 16
-    assert gradient_accumulation_steps(cfg, world_size=2) == 8
+    assert run_geometry(cfg, world_size=1).grad_accum == 16
+    assert run_geometry(cfg, world_size=2).grad_accum == 8
     with pytest.raises(ConfigError, match="data-parallel ranks"):
-        gradient_accumulation_steps(cfg, world_size=3)
+        run_geometry(cfg, world_size=3)
 
 
 @pytest.mark.parametrize(
@@ -182,3 +183,50 @@ def test_other_frameworks_names_suggest_ours(override, suggestion):
 def test_unknown_key_without_a_close_one_is_two_sentences():
     with pytest.raises(ConfigError, match=r"^--set: unknown key 'train.zzz'\. Valid keys in train: global_batch_tokens"):
         load_config([], ["train.zzz=1"])
+
+
+def test_global_batch_size_counts_sequences_and_gives_the_same_geometry_as_tokens():
+    by_tokens = run_geometry(load_config(overrides=SMALL + ["train.global_batch_tokens=16384"]), world_size=2)
+    by_size = run_geometry(load_config(overrides=[x for x in SMALL if "tokens" not in x] + ["train.global_batch_size=64"]), 2)
+    assert by_tokens == by_size
+    assert (by_size.global_batch_size, by_size.grad_accum, by_size.positions_per_step) == (64, 8, 16384)
+    assert by_size.deepspeed() == dict(train_micro_batch_size_per_gpu=4, gradient_accumulation_steps=8, train_batch_size=64)
+
+
+def test_exactly_one_batch_unit():
+    with pytest.raises(ConfigError, match="both global_batch_tokens .* and global_batch_size"):
+        load_config(overrides=SMALL + ["train.global_batch_size=16"])
+    # neither: GPT-2's half a million tokens for pre-training
+    cfg = load_config(overrides=["model.preset=mini", "train.micro_batch_size=4", "train.seq_len=256"])
+    assert cfg.train.global_batch_tokens == 524288 and run_geometry(cfg, 1).global_batch_size == 2048
+
+
+@pytest.mark.parametrize("stage, unit", [("sft", "rows"), ("dpo", "preference pairs")])
+def test_finetuning_counts_its_batch_in_rows_or_pairs(stage, unit, tmp_path):
+    base = ["model.preset=mini", "train.micro_batch_size=4", "train.seq_len=256", f"stage={stage}",
+            "data.train=[{path: x.jsonl}]", "checkpoint.init_from=somewhere"]
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=base + ["train.global_batch_tokens=2048"])
+    assert f"counts its batch in {unit}" in str(e.value) and "train.global_batch_size: 8" in str(e.value)
+    with pytest.raises(ConfigError, match="train.global_batch_size: not set"):
+        load_config(overrides=base)
+    cfg = load_config(overrides=base + ["train.global_batch_size=8", "train.max_tokens=8192"])
+    g = run_geometry(cfg, world_size=2)
+    assert (g.grad_accum, g.unit) == (1, "pair" if stage == "dpo" else "sequence")
+    # a DPO pair is two sequences: 8 pairs x 2 x 256 positions per step
+    assert g.positions_per_step == 8 * 256 * (2 if stage == "dpo" else 1)
+    assert total_steps(cfg.train, g) == (2 if stage == "dpo" else 4)
+
+
+def test_batch_size_that_does_not_divide_proposes_sizes():
+    with pytest.raises(ConfigError) as e:
+        run_geometry(load_config(overrides=[x for x in SMALL if "tokens" not in x] + ["train.global_batch_size=12"]), 2)
+    msg = str(e.value)
+    assert "train.global_batch_size: 12 sequences is not a multiple of" in msg and "use 8" in msg and "16" in msg
+
+
+def test_a_config_saved_before_finetuning_counted_rows_still_loads():
+    saved = load_config(overrides=["model.preset=mini", "train.micro_batch_size=4", "train.seq_len=256", "stage=sft",
+                                   "data.train=[{path: x.jsonl}]", "train.global_batch_size=4"]).to_dict()
+    saved["train"].update(global_batch_tokens=1024, global_batch_size=None)  # the old unit
+    assert config_from_dict(saved).train.global_batch_size == 4

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from gpt_dist.config import Config, ConfigError, gradient_accumulation_steps
+from gpt_dist.config import BatchGeometry, Config, ConfigError, run_geometry
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ def ds_config_path(cfg: Config) -> Path:
     return REPO_DS_CONFIGS / f"zero{cfg.engine.zero_stage}.json"
 
 
-def build_ds_config(cfg: Config, world_size: int, *, load_universal: bool = False) -> dict[str, Any]:
-    """The DeepSpeed config dict for this run: the JSON file with our owned values filled in."""
+def build_ds_config(cfg: Config, geometry: BatchGeometry, *, load_universal: bool = False) -> dict[str, Any]:
+    """The DeepSpeed config dict for this run: the JSON file with our owned values filled in
+    (the batch keys from `geometry`, gpt_dist.config.batch_geometry)."""
     path = ds_config_path(cfg)
     try:
         ds = json.loads(path.read_text())
@@ -52,14 +53,8 @@ def build_ds_config(cfg: Config, world_size: int, *, load_universal: bool = Fals
             f"engine.zero_stage={cfg.engine.zero_stage} but {path} sets zero_optimization.stage={file_stage}; make them agree"
         )
     zero["stage"] = cfg.engine.zero_stage
-    ga = gradient_accumulation_steps(cfg, world_size)
     t = cfg.train
-    ds.update(
-        train_micro_batch_size_per_gpu=t.micro_batch_size,
-        gradient_accumulation_steps=ga,
-        train_batch_size=t.micro_batch_size * ga * world_size,
-        gradient_clipping=t.grad_clip,
-    )
+    ds.update(**geometry.deepspeed(), gradient_clipping=t.grad_clip)
     ds.pop("bf16", None)
     ds.pop("fp16", None)
     if t.precision == "bf16":
@@ -123,13 +118,17 @@ def build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -
     return torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, **extra)
 
 
-def initialize(model: torch.nn.Module, cfg: Config, world_size: int, device: torch.device, *, load_universal: bool = False):
-    """Wrap `model` in a DeepSpeed engine; returns (engine, ds_config)."""
+def initialize(model: torch.nn.Module, cfg: Config, world_size: int, device: torch.device, *,
+               geometry: BatchGeometry | None = None, load_universal: bool = False):
+    """Wrap `model` in a DeepSpeed engine; returns (engine, ds_config). `geometry`: the run's
+    batch split when the caller has it (the trainer computes it once), else derived here."""
     import deepspeed
 
     from gpt_dist.engine.parallelize import parallelize
 
-    ds = build_ds_config(cfg, world_size, load_universal=load_universal)
+    if geometry is None:
+        geometry = run_geometry(cfg, world_size)
+    ds = build_ds_config(cfg, geometry, load_universal=load_universal)
     model = parallelize(model.to(device), cfg, device)
     if offloads_optimizer(ds):
         engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, cfg.train.weight_decay), config=ds)

@@ -85,20 +85,13 @@ def init_distributed() -> DistInfo:
     )
 
 
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum of `t` over all ranks (a copy; `t` itself is left as it is). A world of one
+    still calls the collective (it costs nothing there), so it behaves as on many ranks."""
+    if torch.distributed.is_initialized():
         t = t.clone()
         torch.distributed.all_reduce(t)
-        t /= torch.distributed.get_world_size()
     return t
-
-
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when `flag` is true on at least one."""
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item() > 0)
 
 
 def barrier() -> None:

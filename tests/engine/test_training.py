@@ -1,4 +1,6 @@
-"""Real training runs on the sample shards: 2 gloo ranks under the deepspeed launcher."""
+"""Real training runs on the sample shards that need several processes: 2 gloo ranks under the
+deepspeed launcher, or a process to kill. The rest of the loop is tested in process
+(test_loop.py, test_nonfinite.py, test_train_step.py)."""
 
 from __future__ import annotations
 
@@ -157,30 +159,6 @@ def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_ru
         assert one.losses()[step] == pytest.approx(ref.losses()[step], abs=1e-5), step
 
 
-def test_signal_saves_and_exits_cleanly_then_resumes(run_train, sample_shards, tmp_path):
-    cmd = train_cmd(1, base_overrides(sample_shards, tmp_path) + FAST[:2] + [
-        "train.micro_batch_size=2", "train.global_batch_tokens=512", "train.max_steps=100000", "checkpoint.every_steps=100000"])
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = tmp_path / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGUSR1)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-3000:]
-    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
-    sig = [e for e in events if e["event"] == "signal"]
-    assert sig and sig[0]["signal"] == "SIGUSR1"
-    tag = latest_complete_tag(tmp_path / "ckpt")
-    assert tag is not None and int(tag.split("_")[1]) == sig[0]["step"]
-    again = run_train(tmp_path, world=1, overrides=FAST[:2] + [
-        "train.micro_batch_size=2", "train.global_batch_tokens=512", "train.max_steps=100000",
-        "checkpoint.every_steps=100000", "train.exit_after_steps=1"])
-    assert again.returncode == 0, again.output[-3000:]
-    resumed = [e for e in again.events() if e["event"] == "resumed"]
-    assert resumed[-1]["tag"] == tag
-
-
 def test_sigkill_during_training_leaves_a_usable_checkpoint(run_train, sample_shards, tmp_path):
     """Kill -9 while checkpoints are being written every step; a partial tag is passed over."""
     over = ["train.micro_batch_size=2", "train.global_batch_tokens=512", "train.max_steps=100000", "checkpoint.every_steps=1",
@@ -215,16 +193,3 @@ def test_bad_batch_geometry_for_the_world_size_is_a_clear_error(run_train, tmp_p
     assert r.returncode != 0
     assert "train.global_batch_tokens: 1536 is not a multiple" in r.output and "data-parallel ranks (2)" in r.output
     assert "use 1024" in r.output and "2048" in r.output
-
-
-
-def test_wandb_offline_run_records_the_metrics(run_train, tmp_path):
-    r = run_train(tmp_path, world=1, overrides=["train.micro_batch_size=2", "train.global_batch_tokens=512",
-                                                "train.max_steps=3", "log.wandb.mode=offline", "eval.every_steps=3"])
-    assert r.returncode == 0, r.output[-3000:]
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1, list((tmp_path / "wandb").iterdir())
-    history = list(runs[0].glob("run-*.wandb"))
-    assert history and history[0].stat().st_size > 0
-    records = history[0].read_bytes()  # the run's protobuf records hold the logged keys
-    assert b"train/loss" in records and b"train/tokens_per_s" in records and b"val/loss" in records

@@ -22,7 +22,7 @@ def tiny_config(run_dir: Path, stage: str, tokenizer_dir: Path, train: list[Path
         f"stage={stage}", f"run_dir={run_dir}", "tokenizer.kind=bpe", f"tokenizer.path={tokenizer_dir}",
         "model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=128",
         f"model.vocab_size={TOKENIZER_VOCAB}", "model.vocab_pad_multiple=1", "model.attn_impl=sdpa",
-        f"data.train=[{sources}]", "train.seq_len=128", "train.micro_batch_size=4", "train.global_batch_tokens=512",
+        f"data.train=[{sources}]", "train.seq_len=128", "train.micro_batch_size=4", "train.global_batch_size=4",
         f"train.max_steps={steps}", f"train.lr={lr}", f"train.min_lr={lr / 10}", "train.warmup_fraction=0.05",
         "train.precision=fp32", "train.weight_decay=0.0", "engine.zero_stage=0", "checkpoint.every_steps=100000",
         "log.every_steps=1", "log.progress_bar=false", "eval.every_steps=100000", "eval.batches=2",

@@ -17,7 +17,7 @@ from gpt_dist.finetune.chat_template import DEFAULT_CHAT_TEMPLATE, ChatTemplate
 from gpt_dist.finetune.data_report import DataReport
 from gpt_dist.finetune.dpo import dpo_loss
 from gpt_dist.finetune.dpo_data import load_dpo_pairs
-from gpt_dist.finetune.stages import DPO
+from gpt_dist.finetune.objectives import DPO
 from gpt_dist.model.gpt import GPT
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -38,21 +38,24 @@ def test_loss_is_the_papers_formula():
 
 def dpo_config(tmp_path, tokenizer_dir, sft_run, train, extra=()):
     return tiny_config(tmp_path / "run", "dpo", tokenizer_dir, [train], steps=DPO_STEPS, lr=1e-3,
-                       extra=[f"checkpoint.init_from={sft_run / 'ckpt'}", "train.global_batch_tokens=1024",
+                       extra=[f"checkpoint.init_from={sft_run / 'ckpt'}", "train.global_batch_size=8",
                               "train.warmup_fraction=0.0", *extra])
 
 
 def test_policy_equal_to_reference_gives_log_2(tmp_path, tokenizer_dir, tokenizer, sft_run, sample_files):
     cfg = dpo_config(tmp_path, tokenizer_dir, sft_run, sample_files["dpo_train"])
     stage = DPO(beta=cfg.finetune.dpo_beta)
-    batch = next(stage.train_loader(cfg, CPU, tokenizer))
+    loader = stage.train_loader(cfg, CPU, tokenizer)
     assert stage.chat_template == DEFAULT_CHAT_TEMPLATE  # taken over from the SFT checkpoint
     policy = GPT(cfg.model)
     load_init_weights(policy, cfg.checkpoint.init_from, cfg.model)
+    stage.start(policy, CPU)  # the reference is the policy before its first update
+    batch = next(loader)
     with torch.no_grad():
-        loss, metrics = stage.loss(policy.eval(), batch)
-    assert loss.item() == pytest.approx(math.log(2), abs=1e-5)
-    assert metrics["reward_margin"].item() == pytest.approx(0.0, abs=1e-5)
+        out = stage.loss(policy.eval(), batch)
+    pairs = stage.count(batch).units
+    assert out.loss.item() / pairs.item() == pytest.approx(math.log(2), abs=1e-5)  # a sum over the pairs
+    assert out.metrics["reward_margin"].item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_training_separates_chosen_from_rejected(tmp_path, tokenizer_dir, sft_run, sample_files):
@@ -112,3 +115,26 @@ def test_bad_pairs_are_counted_and_never_trained_on(tmp_path, tokenizer):
 def test_dpo_without_starting_weights_is_a_config_error(tmp_path, tokenizer_dir, sample_files):
     with pytest.raises(ConfigError, match="checkpoint.init_from: stage: dpo needs the starting weights"):
         tiny_config(tmp_path, "dpo", tokenizer_dir, [sample_files["dpo_train"]])
+
+
+def test_reference_is_scored_once_and_a_resume_reads_it_from_the_checkpoint(tmp_path, tokenizer_dir, sft_run,
+                                                                           sample_files, monkeypatch):
+    import gpt_dist.finetune.dpo as dpo
+    from gpt_dist.checkpoint.layout import latest_complete_tag
+    from gpt_dist.engine.trainer import train
+
+    calls = []
+    real = dpo.reference_logps
+    monkeypatch.setattr(dpo, "reference_logps", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = dpo_config(tmp_path, tokenizer_dir, sft_run, sample_files["dpo_train"],
+                       extra=["train.exit_after_steps=2", "checkpoint.every_steps=2"])
+    with one_thread():
+        train(first)
+    assert len(calls) == 1
+    ckpt = tmp_path / "run" / "ckpt"
+    meta = json.loads((ckpt / latest_complete_tag(ckpt) / "gpt_dist.json").read_text())
+    table = meta["client_state"]["objective"]["reference_logps"]["train"]
+    assert len(table) > 0 and all(len(row) == 2 and row[0] < 0 and row[1] < 0 for row in table)
+    with one_thread():
+        result = train(dpo_config(tmp_path, tokenizer_dir, sft_run, sample_files["dpo_train"]))
+    assert result.step == DPO_STEPS and len(calls) == 1  # not scored again

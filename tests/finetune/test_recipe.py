@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SHORT = ["--set", "train.max_steps=2", "--set", "train.global_batch_tokens=512", "--set", "train.micro_batch_size=1",
+SHORT = ["--set", "train.max_steps=2", "--set", "train.micro_batch_size=1",
          "--set", "eval.batches=1", "--set", "log.progress_bar=false"]
 
 PRETRAIN = [
@@ -49,7 +49,9 @@ def run(command: str, cwd: Path, stdin: str | None = None) -> str:
     else:
         argv[0] = str(BIN / argv[0])
     if argv[1] == "train":
-        argv += SHORT
+        # two 256-token sequences (SFT rows, DPO pairs) a step, in each stage's own batch unit
+        finetune = any(c in argv[2] for c in ("sft_sample", "dpo_sample"))
+        argv += SHORT + ["--set", "train.global_batch_size=2" if finetune else "train.global_batch_tokens=512"]
     # A fresh shell: no process-group variables from an in-process training run of this session.
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     r = subprocess.run(argv, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=600, env=env)

@@ -16,7 +16,7 @@ from gpt_dist.engine.distributed import DistInfo
 from gpt_dist.finetune.chat_template import DEFAULT_CHAT_TEMPLATE, ChatTemplate
 from gpt_dist.finetune.packing import pack_rows, packed_batch, padded_batch
 from gpt_dist.finetune.sample_data import colour_record
-from gpt_dist.finetune.stages import SFT
+from gpt_dist.finetune.objectives import SFT
 from gpt_dist.generation.chat import ChatSession
 from gpt_dist.generation.decoding import generate
 from gpt_dist.generation.sampling import SamplingParams

@@ -15,7 +15,7 @@ from gpt_dist.finetune.chat_template import DEFAULT_CHAT_TEMPLATE, ChatTemplate
 from gpt_dist.finetune.data_report import DataReport
 from gpt_dist.finetune.sample_data import colour_record, write_jsonl
 from gpt_dist.finetune.sft_data import encode_sft_record, load_sft_samples, repeat_by_weight
-from gpt_dist.finetune.stages import SFT
+from gpt_dist.finetune.objectives import SFT
 from gpt_dist.model.gpt import IGNORE_INDEX
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -110,7 +110,7 @@ def test_labels_never_cover_a_cut_reply(tmp_path, tokenizer_dir, tokenizer):
     """Every labelled run of tokens in a batch ends with the end-of-text token: whole replies only."""
     convos = [colour_record(c) for c in ("red", "blue", "green")]
     write_jsonl(tmp_path / "c.jsonl", convos)
-    cfg = tiny_config(tmp_path / "run", "sft", tokenizer_dir, [tmp_path / "c.jsonl"], extra=["train.seq_len=64", "train.global_batch_tokens=256"])
+    cfg = tiny_config(tmp_path / "run", "sft", tokenizer_dir, [tmp_path / "c.jsonl"], extra=["train.seq_len=64", "train.global_batch_size=4"])
     batch = next(SFT().train_loader(cfg, CPU, tokenizer))
     for labels in batch["labels"]:
         runs, cur = [], []

@@ -24,7 +24,7 @@ def chat_checkpoint(tmp_path_factory) -> Path:
     cfg = load_config([], [
         "stage=sft", f"run_dir={root / 'run'}", "tokenizer.kind=gpt2", "model.preset=tiny", "model.block_size=64",
         f"data.train=[{{path: {root / 'sft.jsonl'}}}]", "train.seq_len=64", "train.micro_batch_size=2",
-        "train.global_batch_tokens=128", "train.max_steps=2", "train.precision=fp32", "engine.zero_stage=0",
+        "train.global_batch_size=2", "train.max_steps=2", "train.precision=fp32", "engine.zero_stage=0",
         "log.progress_bar=false", "checkpoint.every_steps=1000",
     ])
     before = torch.get_num_threads()

@@ -1,4 +1,4 @@
-"""The SFT and DPO stages of the one training loop (gpt_dist.engine.trainer): data and loss.
+"""The SFT and DPO objectives of the one training loop (gpt_dist.engine.trainer): data and loss.
 
 Both read jsonl files (data.train, data.val), tokenize them through the chat template, report
 what they dropped, and keep everything in memory (tens of thousands of samples are a few
@@ -6,8 +6,9 @@ hundred MB at most). The template's Jinja text is the stage's `chat_template`, w
 trainer saves into each checkpoint's metadata and the Hugging Face exporter writes out.
 
 Batch geometry: a micro-batch is `train.micro_batch_size` rows of `train.seq_len` positions
-(SFT) or that many preference pairs (DPO), so an optimizer step takes
-global_batch_tokens / seq_len rows or pairs, on any number of ranks.
+(SFT) or that many preference pairs (DPO), and an optimizer step takes `train.global_batch_size`
+rows or pairs, on any number of ranks. SFT's loss is summed over the assistant tokens, DPO's
+over the pairs; the loop divides by the step's total (see gpt_dist.engine.objectives).
 """
 
 from __future__ import annotations
@@ -16,13 +17,23 @@ import torch
 
 from gpt_dist.config import Config
 from gpt_dist.engine.distributed import DistInfo
+from gpt_dist.engine.objectives import Counts, LossSum, trained_tokens, unpadded_tokens
 from gpt_dist.finetune.chat_template import ChatTemplate, resolve_chat_template
 from gpt_dist.finetune.data_report import DataReport
 from gpt_dist.finetune.loader import EpochLoader, EvalBatches
 
 
-class _ChatStage:
+class _ChatObjective:
     """What SFT and DPO share: the chat template (resolved once) and the jsonl sources."""
+
+    def start(self, model, dist: DistInfo) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
     val_perplexity = True  # SFT: the loss is the NLL of the assistant tokens
 
@@ -43,8 +54,8 @@ class _ChatStage:
         return [(cfg.data.val, 1.0)]
 
 
-class SFT(_ChatStage):
-    """Supervised fine-tuning: next-token loss on assistant replies only, mean over those tokens."""
+class SFT(_ChatObjective):
+    """Supervised fine-tuning: next-token loss on assistant replies only, summed over those tokens."""
 
     def _samples(self, cfg: Config, dist: DistInfo, tokenizer, split: str):
         from gpt_dist.finetune.packing import pack_rows
@@ -91,15 +102,18 @@ class SFT(_ChatStage):
         return model(batch["input_ids"], batch["labels"], reduction=reduction,
                      segment_ids=batch.get("segment_ids"), position_ids=batch.get("position_ids"))
 
+    def count(self, batch):
+        n = trained_tokens(batch)
+        return Counts(n, unpadded_tokens(batch), n)
+
     def loss(self, model, batch):
-        trained = (batch["labels"] != -100).sum()
-        return self._forward(model, batch, "mean"), {"trained_tokens": trained.float()}
+        return LossSum(self._forward(model, batch, "sum"))
 
     def eval_loss(self, model, batch):
-        return self._forward(model, batch, "sum"), (batch["labels"] != -100).sum()
+        return self._forward(model, batch, "sum"), trained_tokens(batch)
 
 
-class DPO(_ChatStage):
+class DPO(_ChatObjective):
     """Direct preference optimisation against the frozen starting weights (see finetune.dpo)."""
 
     val_perplexity = False  # the DPO loss is not a per-token NLL
@@ -108,29 +122,56 @@ class DPO(_ChatStage):
         super().__init__()
         self.beta = beta
         self._data: dict | None = None
+        # split -> (num_pairs, 2) float64 [chosen, rejected] reference log-probs; scored by the
+        # policy engine before its first update (start()), or restored from a checkpoint
+        self.tables: dict[str, torch.Tensor] = {}
+        self._micro_batch = 1
 
     def _prepare(self, cfg: Config, dist: DistInfo, tokenizer) -> dict:
-        """Both splits' pairs and their reference log-probs, scored in one load of the reference."""
+        """Both splits' pairs: split -> (num_pairs, collate with reference log-probs attached)."""
         if self._data is not None:
             return self._data
-        from gpt_dist.finetune.dpo import attach_reference, reference_logps
+        from gpt_dist.finetune.dpo import attach_reference
         from gpt_dist.finetune.dpo_data import load_dpo_pairs, pair_batch
 
         template = self.template(cfg, tokenizer)
-        plain = {}
+        self._micro_batch = cfg.train.micro_batch_size
+        self._data, self._plain = {}, {}
         for split in ("train", "val") if cfg.data.val else ("train",):
             report = DataReport("dpo", split)
             key = "data.train" if split == "train" else "data.val"
             pairs = load_dpo_pairs(self._sources(cfg, split), template, cfg.seq_len, report, cfg.train.seed, key=key)
             report.publish(cfg.run_dir, dist.is_main, cfg.finetune.max_bad_fraction)
-            plain[split] = (len(pairs), lambda idx, pairs=pairs: pair_batch([pairs[i] for i in idx], cfg.seq_len,
-                                                                              tokenizer.eot_id))
-        tables = reference_logps(cfg, dist, list(plain.values()), cfg.train.micro_batch_size)
-        self._data = {
-            split: (n, lambda idx, collate=collate, table=table: attach_reference(collate(idx), table, idx))
-            for (split, (n, collate)), table in zip(plain.items(), tables)
-        }
+            plain = lambda idx, pairs=pairs: pair_batch([pairs[i] for i in idx], cfg.seq_len, tokenizer.eot_id)  # noqa: E731
+            self._plain[split] = (len(pairs), plain)
+            self._data[split] = (len(pairs), lambda idx, split=split, plain=plain:
+                                 attach_reference(plain(idx), self._table(split), idx))
         return self._data
+
+    def _table(self, split: str) -> torch.Tensor:
+        if split not in self.tables:
+            raise RuntimeError("DPO reference log-probs are not scored yet: call start(model, dist) first")
+        return self.tables[split]
+
+    def start(self, model, dist: DistInfo) -> None:
+        """Score the reference log-probs with `model` (the policy engine, before its first
+        update, so its weights are the starting ones) unless a checkpoint brought them."""
+        from gpt_dist.finetune.dpo import reference_logps
+
+        missing = [split for split in self._plain if split not in self.tables]
+        if not missing:
+            return
+        tables = reference_logps(model, dist, [self._plain[s] for s in missing], self._micro_batch)
+        self.tables.update(zip(missing, tables))
+
+    def state_dict(self) -> dict:
+        # JSON-safe (the checkpoint metadata holds it too); Python floats round-trip exactly
+        return {"reference_logps": {split: t.tolist() for split, t in self.tables.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for split, rows in (state.get("reference_logps") or {}).items():
+            if split in self._plain and len(rows) == self._plain[split][0]:
+                self.tables[split] = torch.tensor(rows, dtype=torch.float64).reshape(-1, 2)
 
     def train_loader(self, cfg: Config, dist: DistInfo, tokenizer):
         n, collate = self._prepare(cfg, dist, tokenizer)["train"]
@@ -150,11 +191,15 @@ class DPO(_ChatStage):
         logps = sequence_logps(model, batch["input_ids"], batch["labels"])
         return dpo_loss(logps, batch["ref_logps"].to(logps.dtype), self.beta)
 
+    def count(self, batch):
+        pairs = batch["input_ids"].shape[0] // 2
+        return Counts(torch.tensor(pairs, device=batch["input_ids"].device), unpadded_tokens(batch), trained_tokens(batch))
+
     def loss(self, model, batch):
-        from gpt_dist.finetune.dpo import dpo_metrics
+        from gpt_dist.finetune.dpo import dpo_metric_sums
 
         losses, chosen, rejected = self._losses(model, batch)
-        return losses.mean(), dpo_metrics(chosen, rejected)
+        return LossSum(losses.sum(), dpo_metric_sums(chosen, rejected))
 
     def eval_loss(self, model, batch):
         losses, _, _ = self._losses(model, batch)
