@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 
+from gpt_dist.console import setup as setup_console
 from gpt_dist.errors import UserError
 
 # Order here is the order in `gpt-dist --help`.
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_console(args.verbose)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
