@@ -128,14 +128,24 @@ def write_samples(root: str | Path, seed: int = 0) -> dict[str, Path]:
     return {"corpus": root / "corpus.txt", "example sources": root / "data/raw", "multiple choice": mc}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gpt_dist.data.sample_inputs", description=__doc__.split("\n\n")[0])
-    ap.add_argument("output", nargs="?", default=".", help="directory to write into (default: the current one)")
+def writer_cli(prog: str, doc: str, write, argv: list[str] | None, default_output: str | None) -> int:
+    """`python -m PROG [OUTPUT] [--seed N]`: call write(output, seed) -> {name: path} and list what it wrote.
+    OUTPUT is required when `default_output` is None."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    if default_output is None:
+        ap.add_argument("output", help="directory to write the sample files into")
+    else:
+        ap.add_argument("output", nargs="?", default=default_output,
+                        help=f"directory to write into (default: {default_output})")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    for name, path in write_samples(args.output, args.seed).items():
+    for name, path in write(args.output, args.seed).items():
         print(f"{name}: {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return writer_cli("python -m gpt_dist.data.sample_inputs", __doc__, write_samples, argv, default_output=".")
 
 
 if __name__ == "__main__":
