@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 
+from gpt_dist.console import setup as setup_console
 from gpt_dist.engine import signals
 from gpt_dist.errors import UserError
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "train":
         signals.uninstall(previous)
+    setup_console(args.verbose)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

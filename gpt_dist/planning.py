@@ -6,7 +6,8 @@ scaling-law suggestions. Pure arithmetic on a ModelConfig; no torch.
     print(format_plan(p))
 
 Conventions, stated once because every figure depends on them:
-- Memory is in GB = 1e9 bytes, compared with the GPU's nominal capacity (40/80/80/141 GB).
+- Memory is in GiB = 2^30 bytes (as `gpt-dist bench`, nvidia-smi and torch.cuda report it),
+  compared with the memory the GPU reports (an "80GB" H100 has 79.6 GiB).
 - `flops_per_token` is the PaLM (Chowdhery et al. 2022, app. B) / nanoGPT estimate
   6·N + 12·L·d·T, with N = every parameter except the position embedding (as nanoGPT's
   `estimate_mfu` does: the tied token embedding is the LM-head matmul, the position
@@ -16,7 +17,9 @@ Conventions, stated once because every figure depends on them:
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+import math
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +27,25 @@ from gpt_dist.config import ConfigError, ModelConfig, merge_layers, read_yaml_ma
 from gpt_dist.errors import UserError
 from gpt_dist.model.presets import PRESETS
 
-GB = 1e9
+GIB = 2**30
 
 
 @dataclass(frozen=True)
 class GPUSpec:
     peak_flops: float  # dense bf16 tensor-core FLOP/s
-    memory_gb: float  # nominal HBM capacity, GB
+    memory_gib: float  # the memory the card reports (nvidia-smi's MiB / 1024), GiB
 
 
 GPUS: dict[str, GPUSpec] = {
-    "a100-40gb": GPUSpec(peak_flops=312e12, memory_gb=40),
-    "a100-80gb": GPUSpec(peak_flops=312e12, memory_gb=80),
-    "h100-80gb": GPUSpec(peak_flops=989e12, memory_gb=80),  # SXM
-    "h200": GPUSpec(peak_flops=989e12, memory_gb=141),  # SXM
+    "a100-40gb": GPUSpec(peak_flops=312e12, memory_gib=40960 / 1024),
+    "a100-80gb": GPUSpec(peak_flops=312e12, memory_gib=81920 / 1024),
+    "h100-80gb": GPUSpec(peak_flops=989e12, memory_gib=81559 / 1024),  # SXM
+    "h200": GPUSpec(peak_flops=989e12, memory_gib=143771 / 1024),  # SXM
 }
+
+# Learning rates that trained these sizes (GPT-3 paper, Brown et al. 2020, table 2.1, with a
+# batch of 0.5M tokens, 1M for 1.3B; nanoGPT reproduces GPT-2 124M with the 6e-4 of the first row).
+REFERENCE_LRS = ((125e6, 6.0e-4), (350e6, 3.0e-4), (760e6, 2.5e-4), (1.3e9, 2.0e-4))
 
 # Bytes per parameter for bf16 mixed precision with Adam (ZeRO paper, Rajbhandari et al. 2020):
 # bf16 weights, bf16 gradients, and fp32 master weights + Adam m + Adam v.
@@ -214,26 +221,108 @@ def activation_formula(m: ModelConfig) -> str:
 def memory_per_gpu(
     m: ModelConfig, seq_len: int, micro_batch: int, gpus: int, gpu: str
 ) -> dict[str, dict[str, Any]]:
-    """Per ZeRO stage ("0".."3"): model_states_gb, activations_gb, total_gb, fits (bool).
+    """Per ZeRO stage ("0".."3"): model_states_gib, activations_gib, total_gib, fits (bool).
 
     Model states use the stored parameter count (padding rows take memory too). Not counted:
     the CUDA context, NCCL and ZeRO communication buckets, allocator fragmentation; leave a
-    few GB of headroom when `fits` is close.
+    few GiB of headroom when `fits` is close.
     """
-    capacity = gpu_spec(gpu).memory_gb
-    act = activation_bytes(m, seq_len, micro_batch)["total"] / GB
+    capacity = gpu_spec(gpu).memory_gib
+    act = activation_bytes(m, seq_len, micro_batch)["total"] / GIB
     params = stored_parameters(m)
     out = {}
     for stage in ZERO_STAGES:
-        states = model_state_bytes(params, stage, gpus) / GB
+        states = model_state_bytes(params, stage, gpus) / GIB
         total = states + act
         out[str(stage)] = {
-            "model_states_gb": round(states, 3),
-            "activations_gb": round(act, 3),
-            "total_gb": round(total, 3),
+            "model_states_gib": round(states, 3),
+            "activations_gib": round(act, 3),
+            "total_gib": round(total, 3),
             "fits": total <= capacity,
         }
     return out
+
+
+def largest_micro_batch(m: ModelConfig, seq_len: int, zero_stage: int, gpus: int, gpu: str) -> int:
+    """The most sequences per GPU per forward pass that fit under `zero_stage` (0 if none).
+
+    Activations grow linearly with the micro-batch, the model states not at all.
+    """
+    free = gpu_spec(gpu).memory_gib * GIB - model_state_bytes(stored_parameters(m), zero_stage, gpus)
+    return max(0, math.floor(free / activation_bytes(m, seq_len, 1)["total"]))
+
+
+def choose_zero_stage(memory: dict[str, dict[str, Any]], gpus: int) -> tuple[int | None, str]:
+    """The cheapest ZeRO stage that fits, and why; (None, reason) when none does.
+
+    Stages 0, 1 and 2 move the same bytes per step (a gradient all-reduce's worth: stage 1/2
+    do it as reduce-scatter + all-gather); stage 3 adds parameter all-gathers in forward and
+    backward, 1.5x the traffic (Rajbhandari et al. 2020, sec. 7). So with several GPUs, stage 1
+    (optimizer states sharded for free) beats 0, 2 costs the same, 3 is the last resort. On one
+    GPU sharding saves nothing: stage 0.
+    """
+    fits = [int(s) for s, v in memory.items() if v["fits"]]
+    if not fits:
+        return None, "no ZeRO stage fits"
+    if gpus == 1:
+        if 0 in fits:
+            return 0, "one GPU: ZeRO sharding has nothing to shard over, so stage 0"
+        return None, "no ZeRO stage fits"
+    same_traffic = [s for s in fits if s in (1, 2)]
+    if same_traffic:
+        s = same_traffic[0]
+        why = ("the optimizer states sharded at no extra traffic over stage 0" if s == 1 else
+               "stage 1 does not fit; stage 2 also shards the gradients, at no extra traffic")
+        return s, f"ZeRO-{s}: {why}"
+    # Memory falls with the stage, so when 0-2 do not fit, 3 is what is left.
+    return 3, "ZeRO-3: stages 0-2 do not fit; stage 3 shards the weights too, at 1.5x their traffic"
+
+
+def batch_layout(global_batch_tokens: float, seq_len: int, micro_batch: int, gpus: int) -> dict[str, Any]:
+    """Micro-batch x GPUs x gradient accumulation for a target batch of `global_batch_tokens`.
+
+    The accumulation is the nearest whole number (at least 1), so the global batch is always
+    micro_batch x gpus x accumulation sequences, dividing evenly over the GPUs; `exact` says
+    whether that equals the target.
+    """
+    per_step = micro_batch * gpus
+    accum = max(1, round(global_batch_tokens / seq_len / per_step))
+    sequences = per_step * accum
+    return {
+        "micro_batch": micro_batch,
+        "gpus": gpus,
+        "grad_accum": accum,
+        "global_batch_sequences": sequences,
+        "global_batch_tokens": sequences * seq_len,
+        "target_tokens": float(global_batch_tokens),
+        "exact": sequences * seq_len == global_batch_tokens,
+    }
+
+
+def reference_lr(params: int) -> float:
+    """The GPT-3 paper's learning rate for the size nearest `params` (log scale); 6e-4 for 124M."""
+    return min(REFERENCE_LRS, key=lambda r: abs(math.log(r[0] / params)))[1]
+
+
+_COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmbt]?)\s*$", re.IGNORECASE)
+_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+
+
+def parse_count(text: str) -> float:
+    """'10B' -> 1e10, '524288' -> 524288, '3e10', '0.5M', '2T' (decimal: K = 1e3, M = 1e6, B = 1e9)."""
+    match = _COUNT.match(str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a positive count; write e.g. 10B, 300M, 3e10 or 524288")
+    return float(match.group(1)) * _SUFFIX[match.group(2).lower()]
+
+
+def format_duration(seconds: float) -> str:
+    """Minutes under an hour, hours under a day, days beyond."""
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} minutes"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 86400:.2f} days"
 
 
 # ----------------------------------------------------------------------- scaling laws
@@ -304,20 +393,25 @@ def make_plan(
     tokens: float | None = None,
     gpus: int = 8,
     gpu: str = "h100-80gb",
-    zero_stage: int = 3,
+    zero_stage: int | None = None,
     micro_batch: int = 8,
+    global_batch_tokens: float | None = None,
+    activation_checkpointing: bool | None = None,
     mfu: float = 0.4,
 ) -> dict[str, Any]:
     """Every figure of `gpt-dist plan` as a JSON-ready dict. `m` must be resolved.
 
-    `tokens` defaults to the Chinchilla budget (20 × params); `seq_len` to m.block_size.
+    `tokens` defaults to the Chinchilla budget (20 × params); `seq_len` to m.block_size;
+    `zero_stage` None picks the cheapest stage that fits (`choose_zero_stage`);
+    `global_batch_tokens` None takes DeepSeek-LLM's suggestion; `activation_checkpointing`
+    None keeps the model config's setting.
     """
     seq_len = m.block_size if seq_len is None else seq_len
     if not 0 < seq_len <= m.block_size:
         raise UserError(f"--seq-len: {seq_len} must be in 1..model.block_size ({m.block_size}); lower it or raise block_size")
     if gpus < 1:
         raise UserError(f"--gpus: {gpus} must be at least 1")
-    if zero_stage not in ZERO_STAGES:
+    if zero_stage is not None and zero_stage not in ZERO_STAGES:
         raise UserError(f"--zero-stage: {zero_stage} is not 0, 1, 2 or 3")
     if micro_batch < 1:
         raise UserError(f"--micro-batch: {micro_batch} must be at least 1 sequence")
@@ -325,6 +419,10 @@ def make_plan(
         raise UserError(f"--mfu: {mfu} must be in (0, 1]; 0.3-0.5 is typical for GPT-2 sizes")
     if tokens is not None and not tokens > 0:
         raise UserError(f"--tokens: {tokens} must be positive, e.g. 3e10")
+    if global_batch_tokens is not None and not global_batch_tokens >= seq_len:
+        raise UserError(f"--global-batch-tokens: {global_batch_tokens:g} must be at least one sequence ({seq_len} tokens)")
+    if activation_checkpointing is not None:
+        m = replace(m, activation_checkpointing=activation_checkpointing)
     spec = gpu_spec(gpu)
     gpu = gpu.lower()
 
@@ -335,16 +433,34 @@ def make_plan(
     tps = gpus * mfu * spec.peak_flops / fpt
     act = activation_bytes(m, seq_len, micro_batch)
     memory = memory_per_gpu(m, seq_len, micro_batch, gpus, gpu)
+    deepseek = deepseek_hparams(m, seq_len, tokens)
 
     warnings = shape_warnings(m)
-    if not memory[str(zero_stage)]["fits"]:
-        fitting = [s for s, v in memory.items() if v["fits"]]
-        alt = f"ZeRO stage {fitting[0]}, " if fitting else ""
+    if zero_stage is None:
+        chosen, reason = choose_zero_stage(memory, gpus)
+        stage = 3 if chosen is None else chosen  # for the figures below when nothing fits
+    else:
+        chosen = stage = zero_stage
+        reason = "as given by --zero-stage"
+    fitting_micro = largest_micro_batch(m, seq_len, stage, gpus, gpu)
+    if chosen is None or not memory[str(stage)]["fits"]:
+        fixes = []
+        alternative, _ = choose_zero_stage(memory, gpus)
+        if alternative is not None:
+            fixes.append(f"ZeRO stage {alternative} (it fits)")
+        if fitting_micro >= 1:
+            fixes.append(f"--micro-batch {fitting_micro} (the largest that fits with ZeRO stage {stage})")
+        if not m.activation_checkpointing:
+            fixes.append("--activation-checkpointing")
+        fixes.append("more GPUs")
         warnings.append(
-            f"ZeRO stage {zero_stage} needs {memory[str(zero_stage)]['total_gb']:.1f} GB per GPU, more than "
-            f"the {spec.memory_gb:g} GB of one {gpu}; use {alt}a smaller --micro-batch, "
-            f"activation checkpointing or more GPUs"
+            f"ZeRO stage {stage} needs {memory[str(stage)]['total_gib']:.1f} GiB per GPU, more than "
+            f"the {spec.memory_gib:.1f} GiB of one {gpu}; use {', '.join(fixes[:-1])} or {fixes[-1]}"
         )
+    batch = batch_layout(deepseek["batch_tokens"] if global_batch_tokens is None else global_batch_tokens,
+                         seq_len, micro_batch, gpus)
+    batch["source"] = "DeepSeek-LLM's suggestion" if global_batch_tokens is None else "--global-batch-tokens"
+    seconds = tokens / tps
 
     return {
         "model": {
@@ -357,28 +473,34 @@ def make_plan(
         "micro_batch": micro_batch,
         "gpus": gpus,
         "gpu": gpu,
-        "gpu_memory_gb": spec.memory_gb,
+        "gpu_memory_gib": spec.memory_gib,
         "peak_flops_per_gpu": spec.peak_flops,
         "mfu": mfu,
-        "zero_stage": zero_stage,
+        "zero_stage": stage,
+        "zero_stage_reason": reason,
+        "largest_micro_batch": fitting_micro,
+        "batch": batch,
+        "optimizer_steps": tokens / batch["global_batch_tokens"],
         "params": params,
         "non_embedding_params": num_parameters(m, non_embedding=True),
         "stored_params": stored_parameters(m),
         "flops_per_token": fpt,
         "flops_per_token_formula": "6*N + 12*L*d*T, N = params - position embedding (nanoGPT/PaLM)",
-        "memory_per_gpu_gb": memory,
-        "activations_gb": {
-            "per_layer": act["per_layer"] / GB,
-            "layers": act["layers"] / GB,
-            "head_and_loss": act["head_and_loss"] / GB,
-            "total": act["total"] / GB,
+        "memory_per_gpu_gib": memory,
+        "activations_gib": {
+            "per_layer": act["per_layer"] / GIB,
+            "layers": act["layers"] / GIB,
+            "head_and_loss": act["head_and_loss"] / GIB,
+            "total": act["total"] / GIB,
             "formula": activation_formula(m),
         },
         "tokens": tokens,
         "tokens_per_second": tps,
-        "train_days": tokens / tps / 86400,
+        "train_hours": seconds / 3600,
+        "train_days": seconds / 86400,
         "chinchilla_tokens": chin,
-        "deepseek": deepseek_hparams(m, seq_len, tokens),
+        "deepseek": deepseek,
+        "reference_lr": reference_lr(params),
         "warnings": warnings,
     }
 
@@ -395,7 +517,9 @@ def format_plan(p: dict[str, Any]) -> str:
     mo = p["model"]
     name = mo["preset"] or "custom"
     ds = p["deepseek"]
-    a = p["activations_gb"]
+    a = p["activations_gib"]
+    b = p["batch"]
+    ckpt = "on" if mo["activation_checkpointing"] else "off (--activation-checkpointing to trade compute for memory)"
     lines = [
         f"model            {name}: {mo['n_layer']} layers, {mo['n_head']} heads x {mo['head_dim']}, "
         f"d_model {mo['n_embd']}, vocab {mo['vocab_size']} (padded {mo['padded_vocab_size']}), seq {p['seq_len']}",
@@ -403,27 +527,41 @@ def format_plan(p: dict[str, Any]) -> str:
         f"non-embedding    {p['non_embedding_params']:,} ({_si(p['non_embedding_params'])}, without token/position embeddings)",
         f"FLOPs/token      {p['flops_per_token']:.4g}  ({p['flops_per_token_formula']})",
         "",
-        f"memory per GPU   {p['gpus']} x {p['gpu']} ({p['gpu_memory_gb']:g} GB), micro-batch {p['micro_batch']} x {p['seq_len']}",
-        f"  activations    {a['total']:.2f} GB = {a['layers']:.2f} layers ({a['per_layer']:.3f}/layer) "
+        f"memory per GPU   {p['gpus']} x {p['gpu']} ({p['gpu_memory_gib']:.1f} GiB), micro-batch {p['micro_batch']} x "
+        f"{p['seq_len']}, activation checkpointing {ckpt}",
+        f"  activations    {a['total']:.2f} GiB = {a['layers']:.2f} layers ({a['per_layer']:.3f}/layer) "
         f"+ {a['head_and_loss']:.2f} head/loss",
         f"                 {a['formula']}",
         f"  model states   2 (bf16 weights) + 2 (bf16 grads) + 12 (fp32 master, Adam m, v) bytes x {p['stored_params']:,} stored params",
-        f"  {'ZeRO':<6}{'states GB':>12}{'activ. GB':>12}{'total GB':>12}  fits",
+        f"  {'ZeRO':<6}{'states GiB':>12}{'activ. GiB':>12}{'total GiB':>12}  fits",
     ]
-    for stage, v in p["memory_per_gpu_gb"].items():
+    for stage, v in p["memory_per_gpu_gib"].items():
         mark = " <" if int(stage) == p["zero_stage"] else ""
         lines.append(
-            f"  {stage:<6}{v['model_states_gb']:>12.2f}{v['activations_gb']:>12.2f}{v['total_gb']:>12.2f}  "
+            f"  {stage:<6}{v['model_states_gib']:>12.2f}{v['activations_gib']:>12.2f}{v['total_gib']:>12.2f}  "
             f"{'yes' if v['fits'] else 'NO'}{mark}"
         )
     lines += [
+        f"  ZeRO stage     {p['zero_stage']} ({p['zero_stage_reason']})",
+        f"  micro-batch    {p['micro_batch']} per GPU; the largest that fits with ZeRO stage {p['zero_stage']}: "
+        f"{p['largest_micro_batch']}",
+        "",
+        f"batch            {b['micro_batch']} micro-batch x {b['gpus']} GPUs x {b['grad_accum']} accumulation steps = "
+        f"{b['global_batch_sequences']:,} sequences = {b['global_batch_tokens']:,} tokens per optimizer step",
+        f"                 ({b['source']}: {b['target_tokens']:,.0f} tokens"
+        f"{'' if b['exact'] else ', rounded to whole accumulation steps'}); {p['optimizer_steps']:,.0f} steps",
+        f"  as config      train: {{global_batch_tokens: {b['global_batch_tokens']}, micro_batch_size: "
+        f"{b['micro_batch']}, seq_len: {p['seq_len']}}}  engine: {{zero_stage: {p['zero_stage']}}}",
         "",
         f"throughput       {p['tokens_per_second']:,.0f} tokens/s at MFU {p['mfu']:g} "
         f"({p['peak_flops_per_gpu'] / 1e12:g} TFLOP/s bf16 peak per GPU)",
-        f"training         {_si(p['tokens'])} tokens in {p['train_days']:.2f} days",
+        f"training         {_si(p['tokens'])} tokens in {format_duration(p['train_hours'] * 3600)}",
         f"chinchilla       {_si(p['chinchilla_tokens'])} tokens (20 x params)",
+        f"learning rate    {p['reference_lr']:.1e}: what GPT-3 used at this size (6e-4 for 124M, as GPT-2/nanoGPT runs use)",
         f"DeepSeek-LLM     C = {ds['compute_flops']:.3g} FLOPs (M = {ds['M']:.4g}/token): lr {ds['lr']:.3g}, "
         f"batch {_si(ds['batch_tokens'])} tokens = {ds['batch_sequences']:.0f} sequences",
+        "                 (a fit to DeepSeek's data and multi-step schedule, mostly at larger scales: at GPT-2 sizes it "
+        "runs above the tried values; sweep it, do not trust it)",
     ]
     for w in p["warnings"]:
         lines.append(f"WARNING: {w}")

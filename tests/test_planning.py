@@ -70,15 +70,15 @@ def test_gpt2_figures():
     assert ds["lr"] == pytest.approx(1.67978e-3, rel=1e-5)
     assert ds["batch_tokens"] == pytest.approx(252_299, rel=1e-5)
     assert ds["batch_sequences"] == pytest.approx(246.386, rel=1e-5)
-    # Stored params 124,439,808 + 47 padding rows · 768 = 124,475,904; × 16 bytes = 1.992 GB (stage 0),
-    # / 8 GPUs = 0.249 GB (stage 3).
-    mem = p["memory_per_gpu_gb"]
-    assert mem["0"]["model_states_gb"] == pytest.approx(1.992, abs=1e-3)
-    assert mem["3"]["model_states_gb"] == pytest.approx(0.249, abs=1e-3)
+    # Stored params 124,439,808 + 47 padding rows · 768 = 124,475,904; × 16 bytes = 1,991,614,464 B
+    # = 1.855 GiB (stage 0), / 8 GPUs = 0.232 GiB (stage 3).
+    mem = p["memory_per_gpu_gib"]
+    assert mem["0"]["model_states_gib"] == pytest.approx(1.855, abs=1e-3)
+    assert mem["3"]["model_states_gib"] == pytest.approx(0.232, abs=1e-3)
     # Activations, s=1024, b=8, h=768: 12 layers · 34·s·b·h = 2,566,914,048; ln_f/head inputs 4·s·b·h =
-    # 25,165,824; loss 12·s·b·V = 4,940,464,128; total 7,532,544,000 bytes.
-    assert mem["0"]["activations_gb"] == pytest.approx(7.533, abs=1e-3)
-    assert mem["3"]["total_gb"] == pytest.approx(7.533 + 0.249, abs=2e-3)
+    # 25,165,824; loss 12·s·b·V = 4,940,464,128; total 7,532,544,000 bytes = 7.015 GiB.
+    assert mem["0"]["activations_gib"] == pytest.approx(7.015, abs=1e-3)
+    assert mem["3"]["total_gib"] == pytest.approx(7.015 + 0.232, abs=2e-3)
     assert all(v["fits"] for v in mem.values())
     assert p["warnings"] == []
 
@@ -97,14 +97,14 @@ def test_gpt2_xl_figures():
     assert p["train_days"] == pytest.approx(1.787505, rel=1e-6)
     assert p["chinchilla_tokens"] == 31_152_224_000
     # Stored 1,557,611,200 + 47·1,600 = 1,557,686,400 params. Bytes per param per GPU, 16 GPUs:
-    # stage 0: 16 -> 24.923 GB; stage 1: 4 + 12/16 = 4.75 -> 7.399 GB;
-    # stage 2: 2 + 14/16 = 2.875 -> 4.478 GB; stage 3: 16/16 = 1 -> 1.558 GB.
-    mem = p["memory_per_gpu_gb"]
-    assert [mem[s]["model_states_gb"] for s in "0123"] == pytest.approx([24.923, 7.399, 4.478, 1.558], abs=1e-3)
+    # stage 0: 16 -> 23.211 GiB; stage 1: 4 + 12/16 = 4.75 -> 6.891 GiB;
+    # stage 2: 2 + 14/16 = 2.875 -> 4.171 GiB; stage 3: 16/16 = 1 -> 1.451 GiB.
+    mem = p["memory_per_gpu_gib"]
+    assert [mem[s]["model_states_gib"] for s in "0123"] == pytest.approx([23.211, 6.891, 4.171, 1.451], abs=1e-3)
     # Activations: 48 · 34·1024·8·1600 = 48 · 445,644,800 = 21,390,950,400; 4·1024·8·1600 = 52,428,800;
-    # 12·1024·8·50,257 = 4,940,464,128; total 26,383,843,328 bytes.
-    assert mem["2"]["activations_gb"] == pytest.approx(26.384, abs=1e-3)
-    assert mem["0"]["total_gb"] == pytest.approx(24.923 + 26.384, abs=2e-3)
+    # 12·1024·8·50,257 = 4,940,464,128; total 26,383,843,328 bytes = 24.572 GiB.
+    assert mem["2"]["activations_gib"] == pytest.approx(24.572, abs=1e-3)
+    assert mem["0"]["total_gib"] == pytest.approx(23.211 + 24.572, abs=2e-3)
     # DeepSeek M = 72·48·1600² + 6·48·1600·1024 = 8,847,360,000 + 471,859,200 = 9,319,219,200;
     # C = M·3e10 = 2.79576576e20; lr = 8.6709e-4; batch 1,423,748 tokens = 1,390.4 sequences.
     ds = p["deepseek"]
@@ -166,8 +166,8 @@ def test_activation_memory_follows_backend_and_checkpointing():
 
 def test_a_plan_that_does_not_fit_says_so():
     p = make_plan(load_model_config("gpt2-xl"), gpus=1, gpu="a100-40gb", zero_stage=0, micro_batch=8)
-    assert not p["memory_per_gpu_gb"]["0"]["fits"]  # 24.9 GB states + 26.4 GB activations > 40 GB
-    assert any("ZeRO stage 0 needs 51.3 GB per GPU" in w for w in p["warnings"])
+    assert not p["memory_per_gpu_gib"]["0"]["fits"]  # 23.2 GiB states + 24.6 GiB activations > 40 GiB
+    assert any("ZeRO stage 0 needs 47.8 GiB per GPU" in w for w in p["warnings"])
 
 
 def test_flops_per_token_uses_the_training_sequence_length():
@@ -244,3 +244,16 @@ def test_bad_model_specs_name_the_fix(tmp_path):
 def test_bad_plan_arguments(kw, match):
     with pytest.raises(UserError, match=match):
         make_plan(load_model_config("gpt2"), **kw)
+
+
+def test_cheapest_zero_stage_that_fits():
+    gpt2 = load_model_config("gpt2")
+    one = make_plan(gpt2, gpus=1, gpu="a100-80gb")
+    assert one["zero_stage"] == 0 and "one GPU" in one["zero_stage_reason"]  # nothing to shard over
+    many = make_plan(gpt2, gpus=8, gpu="a100-80gb")
+    assert many["zero_stage"] == 1 and "no extra traffic" in many["zero_stage_reason"]
+    # gpt2-xl, micro-batch 12 on 8 A100-40GB: only ZeRO-3's sharded weights leave room for the activations.
+    xl = make_plan(load_model_config("gpt2-xl"), gpus=8, gpu="a100-40gb", micro_batch=12)
+    assert [v["fits"] for v in xl["memory_per_gpu_gib"].values()] == [False, False, False, True]
+    assert xl["zero_stage"] == 3 and "1.5x" in xl["zero_stage_reason"] and xl["warnings"] == []
+    assert make_plan(gpt2, gpus=8, zero_stage=3)["zero_stage_reason"] == "as given by --zero-stage"

@@ -1,12 +1,18 @@
 """`gpt-dist chat --model DIR`: an interactive multi-turn conversation through the model's chat
 template. One line of input is one user message; the reply is printed as one block.
-`/reset` starts over, `/exit` (or end of input) quits. Works with piped stdin too."""
+`/reset` starts over, `/exit` (or end of input) quits. Works with piped stdin too.
+
+On a terminal the turns are labelled ("you> " prompts, "assistant> " replies) and log lines are
+held back below warnings (--verbose shows them); when stdout is a pipe or a file each reply is
+one plain line, for scripts."""
 
 from __future__ import annotations
 
 import argparse
 
 HELP = "chat with a fine-tuned model through its chat template (multi-turn, reads stdin)"
+USER_LABEL = "you> "
+ASSISTANT_LABEL = "assistant> "
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,16 +29,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from gpt_dist.commands.generate import sampling_params
+
+    params = sampling_params(args)
+    root = logging.getLogger()
+    level = root.level
+    if not getattr(args, "verbose", False):
+        # INFO lines (the attention kernel chosen, ...) would land between the turns.
+        root.setLevel(logging.WARNING)
+    try:
+        return _converse(args, params)
+    finally:
+        root.setLevel(level)
+
+
+def _converse(args, params) -> int:
     import os
     import sys
 
     from gpt_dist.checkpoint.loader import load_model
-    from gpt_dist.commands.generate import sampling_params
     from gpt_dist.errors import UserError
     from gpt_dist.finetune.chat_template import ChatTemplate
     from gpt_dist.generation.chat import ChatSession
 
-    params = sampling_params(args)
     source = origin = None
     if args.chat_template:  # checked before the model is loaded
         if not os.path.isfile(args.chat_template):
@@ -49,15 +70,18 @@ def run(args: argparse.Namespace) -> int:
         source, origin = loaded.chat_template, f"the chat template of {args.model}"
     session = ChatSession(loaded.model, ChatTemplate(source, loaded.tokenizer, origin), params, system=args.system)
     interactive = sys.stdin.isatty()
+    labels = interactive or sys.stdout.isatty()
     if interactive:
         print("Chatting with", args.model, "- /reset starts over, /exit quits.", file=sys.stderr)
     while True:
         if interactive:
-            print("> ", end="", flush=True, file=sys.stderr)
+            print(USER_LABEL, end="", flush=True, file=sys.stderr)
         line = sys.stdin.readline()
         if not line:
             break
         text = line.strip()
+        if labels and not interactive and text:
+            print(f"{USER_LABEL}{text}", flush=True)  # piped input onto a terminal: show what was sent
         if not text:
             continue
         if text == "/exit":
@@ -71,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         except UserError as e:
             print(f"gpt-dist chat: {e}", file=sys.stderr)
             continue
-        print(reply, flush=True)
+        print(f"{ASSISTANT_LABEL}{reply}" if labels else reply, flush=True)
+        if not reply:
+            print("(empty reply: the model ended its turn at once)", file=sys.stderr)
         if session.last.finish_reason != "eot":
             print(f"(reply cut: {session.last.finish_reason})", file=sys.stderr)
     return 0

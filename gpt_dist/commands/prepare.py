@@ -51,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="fail on the first bad input record instead of counting it")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder made by another configuration")
     p.add_argument("--json", action="store_true", help="print the manifests' summary as JSON")
+    # SUPPRESS: `gpt-dist -v prepare` sets the same flag; a default here would clear it.
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="show datatrove's own logs (pipelines, per-stage statistics); by default they go to "
+                        "OUTPUT/.prepare/logs/console.log")
     p.set_defaults(func=run)
 
 
@@ -101,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from gpt_dist.commands.inspect import summary_dict, summary_text
-    from gpt_dist.data.prepare import run_prepare
+    from gpt_dist.data.prepare import CONSOLE_LOG, WORK_DIR, run_prepare
     from gpt_dist.data.prepare_config import load_prepare_config
 
     cfg = load_prepare_config(args.config, overrides_from_args(args))
-    result = run_prepare(cfg, overwrite=args.overwrite)
+    result = run_prepare(cfg, overwrite=args.overwrite, console_log=not getattr(args, "verbose", False))
     log = logging.getLogger("gpt_dist.prepare")
     if result.status == "submitted":
         print(f"submitted {len(result.job_ids)} sbatch arrays (one per stage), last job {result.job_ids[-1]}; "
@@ -119,4 +123,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         for split, m in result.manifests.items():
             print(summary_text(m, Path(result.output) / split))
+        console = Path(result.output) / WORK_DIR / "logs" / CONSOLE_LOG
+        if result.status == "done" and console.is_file():
+            print(f"datatrove's own logs: {console} (--verbose shows them here)")
     return 0

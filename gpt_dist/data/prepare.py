@@ -41,12 +41,14 @@ from gpt_dist.data.packing import SPLITS, TokenizePackWrite, pack_leftovers, rea
 from gpt_dist.data.prepare_config import PrepareConfig
 from gpt_dist.data.readers import BAD_INPUT_STAT, resolve_files, sample_topics
 from gpt_dist.data.shards import MANIFEST, Manifest, ShardRecord, read_manifest, write_manifest
+from gpt_dist.data.tokenizer import portable_spec
 from gpt_dist.errors import DataError
 
 log = logging.getLogger(__name__)
 
 WORK_DIR = ".prepare"
 PLAN_FILE = "plan.json"
+CONSOLE_LOG = "console.log"  # datatrove's terminal output, under WORK_DIR/logs/
 
 
 @dataclass
@@ -394,7 +396,7 @@ def finalize(plan: Plan) -> dict[str, Manifest]:
                 f"or loosen the filters"
             )
         manifests[split] = Manifest(
-            split=split, seq_len=cfg["seq_len"], dtype=plan.dtype, tokenizer=plan.tokenizer, shards=shards,
+            split=split, seq_len=cfg["seq_len"], dtype=plan.dtype, tokenizer=portable_spec(plan.tokenizer), shards=shards,
             sources={name: _split_source(s, split) for name, s in sources.items()}, filters=filters,
             bad_input=bad_total_by_reason(sources),
             config={**cfg, "plan_digest": plan.digest, "tasks": plan.tasks, "minhash_effective": plan.minhash,
@@ -495,8 +497,12 @@ class PrepareResult:
     job_ids: list[str] = field(default_factory=list)
 
 
-def run_prepare(cfg: PrepareConfig, *, overwrite: bool = False) -> PrepareResult:
-    """Plan, check the output folder, then run (or submit) every stage. See the module docstring."""
+def run_prepare(cfg: PrepareConfig, *, overwrite: bool = False, console_log: bool = False) -> PrepareResult:
+    """Plan, check the output folder, then run (or submit) every stage. See the module docstring.
+
+    `console_log`: what datatrove writes to stderr (its pipeline listings, per-stage statistics
+    and progress bars) goes to the working folder's logs/console.log instead of the terminal.
+    """
     plan = make_plan(cfg)
     state = check_output(plan, overwrite)
     out = Path(plan.output)
@@ -507,7 +513,18 @@ def run_prepare(cfg: PrepareConfig, *, overwrite: bool = False) -> PrepareResult
     stages = build_stages(plan)
     if cfg.executor.kind == "slurm":
         return PrepareResult("submitted", str(out), job_ids=submit_slurm(plan, stages, cfg))
-    run_local(plan, stages)
+    if console_log:
+        from gpt_dist.console import stderr_to
+
+        from datatrove.utils.logging import setup_default_logger
+
+        try:
+            with stderr_to(Path(plan.work) / "logs" / CONSOLE_LOG):
+                run_local(plan, stages)
+        finally:
+            setup_default_logger()  # its sink is the sys.stderr of the block; point it at today's
+    else:
+        run_local(plan, stages)
     return PrepareResult("done", str(out), {s: read_manifest(out / s) for s in _splits(plan)})
 
 

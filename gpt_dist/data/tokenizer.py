@@ -33,6 +33,10 @@ from gpt_dist.errors import UserError
 
 EOT_TOKEN = "<|endoftext|>"
 GPT2_VOCAB_ENV = "GPT_DIST_GPT2_VOCAB"
+# The GPT-2 vocabulary ships with the package, so nothing is downloaded and no variable is needed
+# offline. Its sha256 is the one tiktoken itself checks its r50k_base / gpt2 download against.
+PACKAGED_GPT2_VOCAB = Path(__file__).resolve().parents[1] / "resources" / "gpt2.tiktoken"
+GPT2_VOCAB_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 # Written by `gpt-dist train-tokenizer` next to the model file.
 SETTINGS_FILE = "gpt_dist_tokenizer.json"
 SETTINGS_FORMAT = 1
@@ -55,7 +59,7 @@ class Tokenizer(ABC):
     eot_id: int
     eot_token: str = EOT_TOKEN
     fingerprint: str
-    # The file or directory it was loaded from; None for tiktoken's downloaded GPT-2.
+    # The file or directory it was loaded from; None for GPT-2 from the package or tiktoken's download.
     path: str | None = None
     # Threads for encode_batch; the prepare pipeline sets 1 because its tasks are the parallelism.
     num_threads: int = 8
@@ -163,7 +167,14 @@ def _gpt2_encoding_from_file(path: str, mtime_ns: int):
     return enc, _gpt2_fingerprint(enc)
 
 
+@functools.lru_cache(maxsize=4)
+def _sha256_of_file(path: str, mtime_ns: int) -> str:
+    del mtime_ns  # part of the cache key only
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _load_gpt2(path: str | None) -> GPT2Tokenizer:
+    """tokenizer.path, else $GPT_DIST_GPT2_VOCAB, else the packaged file, else tiktoken's download."""
     source = "tokenizer.path"
     if path is None and os.environ.get(GPT2_VOCAB_ENV):
         path, source = os.environ[GPT2_VOCAB_ENV], f"${GPT2_VOCAB_ENV}"
@@ -172,29 +183,45 @@ def _load_gpt2(path: str | None) -> GPT2Tokenizer:
         if not p.is_file():
             raise TokenizerError(
                 f"{source}={path}: no such file; point it at the GPT-2 vocabulary (gpt2.tiktoken), "
-                f"or unset it to use tiktoken's download"
+                f"or unset it to use the one that ships with gpt_dist"
             )
         enc, fingerprint = _gpt2_encoding_from_file(str(p), p.stat().st_mtime_ns)
         path = str(p)
+    elif PACKAGED_GPT2_VOCAB.is_file():
+        p = PACKAGED_GPT2_VOCAB
+        mtime = p.stat().st_mtime_ns
+        got = _sha256_of_file(str(p), mtime)
+        if got != GPT2_VOCAB_SHA256:
+            raise TokenizerError(
+                f"{p}: sha256 {got[:12]}... is not the GPT-2 vocabulary's ({GPT2_VOCAB_SHA256[:12]}...); "
+                f"reinstall gpt_dist, or set ${GPT2_VOCAB_ENV} to a good gpt2.tiktoken"
+            )
+        enc, fingerprint = _gpt2_encoding_from_file(str(p), mtime)
     else:
         import tiktoken
 
         fingerprint = None
         try:
             enc = tiktoken.get_encoding("gpt2")
-        except Exception as e:  # noqa: BLE001 - no network, no cache: say how to fix it
+        except Exception:  # noqa: BLE001 - no network, no cache: say how to fix it, not urllib's story
             raise TokenizerError(
-                f"could not load tiktoken's GPT-2 vocabulary ({type(e).__name__}: {e}); on a machine "
-                f"without internet set tokenizer.path or ${GPT2_VOCAB_ENV} to a gpt2.tiktoken file"
+                f"the GPT-2 vocabulary is missing from this install and could not be downloaded; "
+                f"set ${GPT2_VOCAB_ENV} to a gpt2.tiktoken file"
             ) from None
     text, want = _GPT2_CHECK
-    got = enc.encode_ordinary(text)
-    if got != want or enc.n_vocab != 50257:
+    got_ids = enc.encode_ordinary(text)
+    if got_ids != want or enc.n_vocab != 50257:
         raise TokenizerError(
-            f"{path or 'tiktoken gpt2'}: not the GPT-2 vocabulary ({text!r} -> {got}, expected {want}; "
+            f"{path or 'tiktoken gpt2'}: not the GPT-2 vocabulary ({text!r} -> {got_ids}, expected {want}; "
             f"{enc.n_vocab} ids, expected 50257); use tokenizer.kind: bpe or sentencepiece for other vocabularies"
         )
     return GPT2Tokenizer(enc, path, fingerprint)
+
+
+def portable_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` as written into shard manifests: no path for GPT-2, whose vocabulary every install
+    has (the fingerprint identifies it), so a manifest names no file of the machine it was made on."""
+    return {**spec, "path": None} if spec.get("kind") == "gpt2" else spec
 
 
 # ------------------------------------------------------------------------------ SentencePiece
@@ -322,7 +349,8 @@ def read_settings(directory: Path) -> dict[str, Any]:
 def load_tokenizer(cfg: TokenizerConfig) -> Tokenizer:
     """Build the tokenizer described by `cfg` (kind + optional path).
 
-    gpt2: cfg.path (a .tiktoken file), else $GPT_DIST_GPT2_VOCAB, else tiktoken's download.
+    gpt2: cfg.path (a .tiktoken file), else $GPT_DIST_GPT2_VOCAB, else the packaged file
+    (gpt_dist/resources/gpt2.tiktoken, checked by its sha256), else tiktoken's download.
     sentencepiece / bpe: cfg.path is a `train-tokenizer` directory, or the model file itself
     (a .model, or a tokenizer.json that has an "<|endoftext|>" token).
     """

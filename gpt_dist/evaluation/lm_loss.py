@@ -3,14 +3,19 @@
 
     result = evaluate_loss(model, build_val_loader(cfg, rank, world_size), device)
     result.loss, result.perplexity, result.tokens
+
+`gpt-dist eval --data` passes `every_sequence(...)` instead: each sequence of the shard set
+exactly once over all ranks, the last micro-batch shorter if need be (the training loop's
+validation loader takes whole rounds only, as ZeRO-3 needs every rank in every forward pass).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +41,47 @@ def autocast(device: torch.device, precision: str):
     """bf16/fp16 autocast over fp32 weights, or nothing for fp32. The loss is fp32 either way."""
     dtype = AUTOCAST_DTYPES.get(precision)
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def every_sequence(
+    split_dir: str | Path, manifest, micro_batch: int, rank: int = 0, world_size: int = 1,
+    max_batches: int | None = None, verify: bool = True,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Micro-batches {"input_ids", "labels"}: (<= micro_batch, seq_len) int64 of a shard set.
+
+    Rank r takes sequences r, r + W, r + 2W, ... of the set (shards in manifest order), so over
+    all ranks every sequence is taken once; a rank's last batch holds what is left.
+    `max_batches` stops each rank after that many batches.
+    """
+    import numpy as np
+
+    from gpt_dist.data.shards import read_tokens
+
+    pending: list[np.ndarray] = []
+    held = batches = 0
+    first = 0  # global index of the current shard's first sequence
+    for record in manifest.shards:
+        rows = read_tokens(Path(split_dir) / record.name, record, manifest.seq_len, manifest.dtype, verify=verify)
+        mine = rows[(rank - first) % world_size::world_size]
+        first += len(rows)
+        while len(mine):
+            take = mine[: micro_batch - held]
+            mine = mine[len(take):]
+            pending.append(take)
+            held += len(take)
+            if held == micro_batch:
+                yield _windows_to_batch(np.concatenate(pending))
+                pending, held, batches = [], 0, batches + 1
+                if max_batches is not None and batches >= max_batches:
+                    return
+    if held:
+        yield _windows_to_batch(np.concatenate(pending))
+
+
+def _windows_to_batch(windows) -> dict[str, torch.Tensor]:
+    """(B, T + 1) token windows -> inputs and labels, the same windows shifted by one."""
+    x = torch.from_numpy(windows.astype("int64"))
+    return {"input_ids": x[:, :-1].contiguous(), "labels": x[:, 1:].contiguous()}
 
 
 @torch.no_grad()

@@ -15,7 +15,6 @@ The same seed always writes the same files.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -149,13 +148,9 @@ def write_samples(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gpt_dist.finetune.sample_data", description=__doc__.split("\n\n")[0])
-    ap.add_argument("output", help="directory to write the sample files into")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    for name, path in write_samples(args.output, args.seed).items():
-        print(f"{name}: {path}")
-    return 0
+    from gpt_dist.data.sample_inputs import writer_cli
+
+    return writer_cli("python -m gpt_dist.finetune.sample_data", __doc__, write_samples, argv, default_output=None)
 
 
 if __name__ == "__main__":

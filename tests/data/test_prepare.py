@@ -68,6 +68,10 @@ def test_sample_and_inspect_as_in_the_readme(sample_data, readme_dir, capsys, gp
     text = tok.decode(split_tokens(sample_data / "train")[:257].tolist())
     assert text[:80].replace("\n", "\n    ") in out  # the decoded sample is shown
 
+    # Portable: the manifest names no file of this machine (GPT-2's vocabulary ships with gpt_dist).
+    text = (sample_data / "train" / "manifest.json").read_text()
+    assert train.tokenizer["path"] is None and str(readme_dir) not in text and str(gpt2_vocab) not in text
+
     assert run_cli("inspect", "data/sample", "--json", "--verify", cwd=readme_dir) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {str(Path("data/sample/train")), str(Path("data/sample/val"))}

@@ -1,9 +1,17 @@
+import hashlib
 import json
 
 import pytest
 
 from gpt_dist.config import TokenizerConfig
-from gpt_dist.data.tokenizer import GPT2_VOCAB_ENV, load_tokenizer, token_dtype
+from gpt_dist.data.tokenizer import (
+    GPT2_VOCAB_ENV,
+    GPT2_VOCAB_SHA256,
+    PACKAGED_GPT2_VOCAB,
+    load_tokenizer,
+    portable_spec,
+    token_dtype,
+)
 from gpt_dist.errors import UserError
 
 
@@ -48,6 +56,50 @@ def test_gpt2_errors_name_the_file_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv(GPT2_VOCAB_ENV, str(tmp_path / "missing.tiktoken"))
     with pytest.raises(UserError, match=r"\$GPT_DIST_GPT2_VOCAB=.*missing.tiktoken: no such file"):
         load_tokenizer(TokenizerConfig(kind="gpt2"))
+
+
+def _no_download(monkeypatch):
+    import tiktoken
+
+    def offline(name):
+        raise OSError(f"urlopen error [Errno -3] Temporary failure in name resolution ({name})")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+
+
+def test_gpt2_ships_with_the_package_and_needs_no_variable_offline(gpt2_vocab, monkeypatch):
+    monkeypatch.delenv(GPT2_VOCAB_ENV, raising=False)
+    _no_download(monkeypatch)
+    tok = load_tokenizer(TokenizerConfig(kind="gpt2"))
+    assert tok.encode("Hello world") == [15496, 995] and tok.path is None
+    assert tok.fingerprint == load_tokenizer(TokenizerConfig(kind="gpt2", path=str(gpt2_vocab))).fingerprint
+    assert portable_spec(tok.spec())["path"] is None
+    assert hashlib.sha256(PACKAGED_GPT2_VOCAB.read_bytes()).hexdigest() == GPT2_VOCAB_SHA256
+
+
+def test_packaged_vocabulary_is_checked_by_its_sha256(gpt2_vocab, tmp_path, monkeypatch):
+    import gpt_dist.data.tokenizer as tokenizer
+
+    monkeypatch.delenv(GPT2_VOCAB_ENV, raising=False)
+    _no_download(monkeypatch)
+    damaged = tmp_path / "gpt2.tiktoken"
+    damaged.write_bytes(gpt2_vocab.read_bytes()[:-40] + b"\n")
+    monkeypatch.setattr(tokenizer, "PACKAGED_GPT2_VOCAB", damaged)
+    with pytest.raises(UserError, match=r"gpt2.tiktoken: sha256 .* is not the GPT-2 vocabulary's .*reinstall gpt_dist"):
+        load_tokenizer(TokenizerConfig(kind="gpt2"))
+
+
+def test_missing_vocabulary_error_is_one_short_sentence_with_the_fix(tmp_path, monkeypatch):
+    import gpt_dist.data.tokenizer as tokenizer
+
+    monkeypatch.delenv(GPT2_VOCAB_ENV, raising=False)
+    _no_download(monkeypatch)
+    monkeypatch.setattr(tokenizer, "PACKAGED_GPT2_VOCAB", tmp_path / "gone.tiktoken")
+    with pytest.raises(UserError) as e:
+        load_tokenizer(TokenizerConfig(kind="gpt2"))
+    msg = str(e.value)
+    assert f"set ${GPT2_VOCAB_ENV} to a gpt2.tiktoken file" in msg
+    assert "urlopen" not in msg and len(msg) < 150 and msg.count(";") <= 1
 
 
 def test_trained_kinds_need_a_path():

@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from gpt_dist.cli import main
-from gpt_dist.config import Config, DataConfig, EvalConfig, TrainConfig
-from gpt_dist.data.loader import build_val_loader
 from gpt_dist.evaluation.multiple_choice import read_mc_file, score_items
 
 BIN = Path(sys.executable).parent
@@ -45,14 +43,6 @@ def direct_mean_loss(model, windows: torch.Tensor) -> tuple[float, int]:
     return nll.sum().item() / nll.numel(), nll.numel()
 
 
-def loader_windows(val_dir: Path, micro_batch: int, world: int) -> torch.Tensor:
-    """Every window the validation loader hands out, over all ranks, (N, T + 1)."""
-    cfg = Config(data=DataConfig(val=str(val_dir)), eval=EvalConfig(batches=2**62),
-                 train=TrainConfig(micro_batch_size=micro_batch, seq_len=64))
-    return torch.cat([torch.cat([b["input_ids"], b["labels"][:, -1:]], dim=1)
-                      for rank in range(world) for b in build_val_loader(cfg, rank=rank, world_size=world)])
-
-
 def test_readme_eval_data_equals_direct_mean_token_loss(workspace, tiny_model, val_windows, monkeypatch, capsys):
     r = run_json(EVAL_DATA, workspace, monkeypatch, capsys)
     # 24 sequences, micro-batch 8, one rank: three full micro-batches, every sequence once.
@@ -75,13 +65,33 @@ def test_two_ranks_sum_their_shares(workspace, tiny_model, val_windows):
     p = subprocess.run(argv, cwd=workspace, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(p.stdout)  # rank 0 alone prints
-    # Each rank evaluates its 8 of the 16 sequences in one full round; rank 0 reports the sums.
-    windows = loader_windows(workspace / "data/sample/val", micro_batch=8, world=2)
-    assert len(windows) == 16 and len({tuple(w.tolist()) for w in windows}) == 16
-    assert all(any(torch.equal(w, v) for v in val_windows) for w in windows)
-    expected, n = direct_mean_loss(tiny_model, windows)
-    assert r["world_size"] == 2 and r["sequences"] == 16 and r["tokens"] == n
+    # Each rank evaluates its 12 of the 24 sequences (every other one: a micro-batch of 8, then 4);
+    # rank 0 reports the sums over every sequence of the set.
+    expected, n = direct_mean_loss(tiny_model, val_windows)
+    assert r["world_size"] == 2 and r["sequences"] == 24 and r["batches"] == 4 and r["tokens"] == n
     assert r["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_every_sequence_counts_when_the_micro_batch_does_not_divide_the_set(workspace, tiny_model, val_windows,
+                                                                           monkeypatch, capsys):
+    r = run_json(EVAL_DATA + " --micro-batch 5", workspace, monkeypatch, capsys)
+    # 24 sequences in micro-batches of 5: four full ones and a last one of 4, none dropped.
+    expected, n = direct_mean_loss(tiny_model, val_windows)
+    assert (r["sequences"], r["batches"], r["tokens"]) == (24, 5, n)
+    assert r["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_ranks_split_the_set_without_overlap(workspace, val_windows):
+    from gpt_dist.data.shards import read_manifest
+    from gpt_dist.evaluation.lm_loss import every_sequence
+
+    val = workspace / "data/sample/val"
+    m = read_manifest(val)
+    seen = [torch.cat([b["input_ids"], b["labels"][:, -1:]], dim=1)
+            for rank in range(3) for b in every_sequence(val, m, micro_batch=7, rank=rank, world_size=3)]
+    rows = torch.cat(seen)
+    assert len(rows) == 24 and {tuple(w.tolist()) for w in rows} == {tuple(w.tolist()) for w in val_windows}
+    assert len(list(every_sequence(val, m, micro_batch=7, max_batches=2))) == 2
 
 
 def test_readme_mc_from_checkpoint_and_its_hf_export(workspace, tiny_model, gpt2_tokenizer, monkeypatch, capsys):

@@ -79,6 +79,24 @@ def test_chat_reads_piped_messages(chat_checkpoint):
     assert r.stdout == f"{first}\n{second}\n{first}\n"
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_chat_on_a_terminal_labels_its_turns_and_keeps_log_lines_out(chat_checkpoint, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", _Terminal("Count to 2.\n/exit\n"))
+    assert main(["chat", "--model", str(chat_checkpoint), "--temperature", "0", "--max-new-tokens", "6"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("assistant> ") and out.count("\n") == 1
+    assert err.count("you> ") == 2  # one prompt per line read
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    r = subprocess.run([str(BIN / "gpt-dist"), "chat", "--model", str(chat_checkpoint), "--temperature", "0",
+                        "--max-new-tokens", "6"], input="Count to 2.\n", capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert r.returncode == 0 and " INFO " not in r.stderr and "Setting accelerator" not in r.stdout + r.stderr
+
+
 def test_chat_session_sends_the_whole_conversation(chat_checkpoint):
     from gpt_dist.checkpoint.loader import load_model
     from gpt_dist.finetune.chat_template import ChatTemplate
