@@ -104,8 +104,7 @@ def _leave_process_group() -> None:
 def _eval_data(args, source, rank: int, world: int, device) -> dict:
     import logging
 
-    from gpt_dist.config import Config, DataConfig, EvalConfig, TrainConfig
-    from gpt_dist.data.loader import build_val_loader, check_tokenizer_matches
+    from gpt_dist.data.loader import ValLoader, check_tokenizer_matches
     from gpt_dist.data.shards import read_manifest
     from gpt_dist.errors import UserError
     from gpt_dist.evaluation.lm_loss import evaluate_loss
@@ -122,13 +121,9 @@ def _eval_data(args, source, rank: int, world: int, device) -> dict:
         check_tokenizer_matches(manifest.tokenizer, source.tokenizer(), where=f"--data {val}")
     else:
         logging.getLogger(__name__).warning("%s records no tokenizer; cannot check it matches %s", args.model, val)
-    cfg = Config(
-        model=source.model.config,
-        data=DataConfig(val=str(val)),
-        eval=EvalConfig(batches=args.batches if args.batches is not None else 2**62),  # None: every full round
-        train=TrainConfig(micro_batch_size=args.micro_batch, seq_len=manifest.seq_len),
-    )
-    loader = build_val_loader(cfg, rank=rank, world_size=world)
+    loader = ValLoader(str(val), seq_len=manifest.seq_len, micro_batch_size=args.micro_batch,
+                       max_batches=args.batches if args.batches is not None else 2**62,  # None: every full round
+                       rank=rank, world_size=world)
     try:
         res = evaluate_loss(source.model, loader, device, precision=args.precision)
     except ValueError as e:
