@@ -213,12 +213,8 @@ class TrainLoader:
                                     self.skipped_shards)
                      for i, (path, weight) in enumerate(sources)]
         self.tokenizer_spec = _common_tokenizer(self.sets)
-        self.seq_len = seq_len
-        self.batch = micro_batch_size
-        self.seed = seed
-        self.window = shuffle_window
-        self.num_workers = num_workers
-        self.verify = verify_checksums
+        self.seq_len, self.batch, self.seed = seq_len, micro_batch_size, seed
+        self.window, self.num_workers, self.verify = shuffle_window, num_workers, verify_checksums
         self.rank, self.world = rank, world_size
         self._schedule = MixSchedule([s.weight for s in self.sets], self.seed)
 
