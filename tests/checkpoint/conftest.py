@@ -23,7 +23,7 @@ def sft_config(root: Path, *extra: str):
     return load_config([], [
         "stage=sft", f"run_dir={root}", "tokenizer.kind=gpt2", "model.preset=tiny", "model.block_size=64",
         f"data.train=[{{path: {data}}}]", "train.seq_len=64", "train.micro_batch_size=2",
-        "train.global_batch_tokens=128", "train.max_steps=2", "train.precision=fp32", "engine.zero_stage=3",
+        "train.global_batch_size=2", "train.max_steps=2", "train.precision=fp32", "engine.zero_stage=3",
         "log.progress_bar=false", "checkpoint.every_steps=1", "checkpoint.keep_last=3", *extra,
     ])
 
