@@ -15,10 +15,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-# Measured 2026-12-01 (docs/benchmarks.md): after SFT the model answered "The capital of France is
-# Rome." and "2 plus 3 is 5."; DPO at lr 1e-4 then made both wrong. Strict: once the recipe
-# answers, this marker must go.
-@pytest.mark.xfail(strict=True, reason="the sample recipe does not yet answer both README prompts correctly")
 @pytest.mark.timeout(3600)  # about 5 minutes on an idle 2-core machine; the limit allows a busy one
 def test_sample_recipe_answers_the_readme_prompts(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
