@@ -57,7 +57,7 @@ def make_shards(directory: Path, sequences: int, seq_len: int, per_shard: int, s
 def time_loader(sources: list[tuple[Path, float]], seq_len: int, batch: int, workers: int, rank: int, world: int,
                 batches: int) -> float:
     """Tokens per second of the training loader of `rank` of `world` over `sources`."""
-    from gpt_dist.data.loader import TrainLoader
+    from gpt_dist.data.shard_loader import TrainLoader
 
     loader = TrainLoader([(str(p), w) for p, w in sources], seq_len=seq_len, micro_batch_size=batch, seed=1234,
                          rank=rank, world_size=world, num_workers=workers)
@@ -114,7 +114,7 @@ def _ours(job: tuple[list[str], str, int]) -> int:
     from datatrove.data import Document
 
     from gpt_dist.config import TokenizerConfig
-    from gpt_dist.data.packing import TokenizePackWrite
+    from gpt_dist.data.window_packing import TokenizePackWrite
 
     texts, out, rank = job
     step = TokenizePackWrite(TokenizerConfig(kind="gpt2"), out, out, seq_len=1024, dtype="uint16",

@@ -5,5 +5,5 @@
     hf_reference.py   Hugging Face's GPT2LMHeadModel computing the same function as our GPT
     training.py       `gpt-dist bench --model`: timed steps, tokens/s, MFU, peak memory,
                       and the alternating comparison against the Hugging Face model
-    loader.py         `gpt-dist bench --data`: the training loader alone, tokens/s per rank
+    data_loader.py    `gpt-dist bench --data`: the training loader alone, tokens/s per rank
 """

@@ -11,7 +11,7 @@ directory (ours or Hugging Face's) becomes a model.
     state_dict_adapter.py  our names and layout <-> Hugging Face's
     tokenizer_files.py     the tokenizer recorded with a checkpoint or saved in an HF directory
     lazy_tensor.py         a weight read only when asked for
-    loader.py              load_model / load_weights / load_init_weights: the one model loader
+    model_loader.py        load_model / load_weights / load_init_weights: the one model loader
 
 Writing Hugging Face directories (and a checkpoint from one) is gpt_dist.conversion.
 """

@@ -74,7 +74,7 @@ def _measure(args: argparse.Namespace) -> dict:
         )
         result.update(run_training_benchmark(settings))
     if args.data:
-        from gpt_dist.benchmark.loader import run_loader_benchmark
+        from gpt_dist.benchmark.data_loader import run_loader_benchmark
 
         loader = run_loader_benchmark(args.data, micro_batch=args.micro_batch, batches=args.batches,
                                       warmup=args.warmup, workers=args.workers)
@@ -106,7 +106,7 @@ def _format(r: dict) -> str:
 
         lines.append(format_result(r))
     if "loader" in r:
-        from gpt_dist.benchmark.loader import format_loader_result
+        from gpt_dist.benchmark.data_loader import format_loader_result
 
         lines.append(format_loader_result(r["loader"]))
     return "\n".join(lines)

@@ -49,7 +49,7 @@ def _converse(args, params) -> int:
     import os
     import sys
 
-    from gpt_dist.checkpoint.loader import load_model
+    from gpt_dist.checkpoint.model_loader import load_model
     from gpt_dist.errors import UserError
     from gpt_dist.finetune.chat_template import ChatTemplate
     from gpt_dist.generation.chat import ChatSession

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> tuple[int, dict]:
-    from gpt_dist.checkpoint.loader import load_model
+    from gpt_dist.checkpoint.model_loader import load_model
 
     rank, world, device = _distributed()
     source = load_model(args.model, device, dtype="fp32", tag=args.tag)
@@ -104,7 +104,7 @@ def _leave_process_group() -> None:
 def _eval_data(args, source, rank: int, world: int, device) -> dict:
     import logging
 
-    from gpt_dist.data.loader import check_tokenizer_matches
+    from gpt_dist.data.shard_loader import check_tokenizer_matches
     from gpt_dist.data.shards import read_manifest
     from gpt_dist.errors import UserError
     from gpt_dist.evaluation.lm_loss import evaluate_loss, every_sequence

@@ -22,7 +22,7 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def sampling_params(args: argparse.Namespace):
-    from gpt_dist.generation.sampling import SamplingParams
+    from gpt_dist.generation.token_sampling import SamplingParams
 
     return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                           top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed).validate()
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from gpt_dist.checkpoint.loader import load_model
+    from gpt_dist.checkpoint.model_loader import load_model
     from gpt_dist.errors import UserError
     from gpt_dist.generation.decoding import generate
 

@@ -45,15 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer-path", help="gpt2: a .tiktoken file; others: a `train-tokenizer` directory")
     p.add_argument("--seq-len", type=int, help="tokens per training sequence (each sample stores seq_len + 1)")
     p.add_argument("--val-fraction", type=float, help="fraction of documents for the validation split")
-    p.add_argument("--executor", choices=("local", "slurm"), help="run here, or submit one sbatch array per stage")
-    p.add_argument("--tasks", type=int, help="parallel tasks per stage (input files are dealt to them)")
+    p.add_argument("--executor", choices=("local", "slurm"), help="run here, or submit one sbatch array per job")
+    p.add_argument("--tasks", type=int, help="parallel tasks per job (input files are dealt to them)")
     p.add_argument("--workers", type=int, help="tasks running at once")
     p.add_argument("--strict", action="store_true", help="fail on the first bad input record instead of counting it")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder made by another configuration")
     p.add_argument("--json", action="store_true", help="print the manifests' summary as JSON")
     # SUPPRESS: `gpt-dist -v prepare` sets the same flag; a default here would clear it.
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                   help="show datatrove's own logs (pipelines, per-stage statistics); by default they go to "
+                   help="show datatrove's own logs (pipelines, per-job statistics); by default they go to "
                         "OUTPUT/.prepare/logs/console.log")
     p.set_defaults(func=run)
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_prepare(cfg, overwrite=args.overwrite, console_log=not getattr(args, "verbose", False))
     log = logging.getLogger("gpt_dist.prepare")
     if result.status == "submitted":
-        print(f"submitted {len(result.job_ids)} sbatch arrays (one per stage), last job {result.job_ids[-1]}; "
+        print(f"submitted {len(result.job_ids)} sbatch arrays (one per job), last job {result.job_ids[-1]}; "
               f"when it finishes, {result.output}/train/manifest.json exists: check it with "
               f"`gpt-dist inspect {result.output}`. Re-running this command resumes unfinished tasks.")
         return 0

@@ -6,11 +6,11 @@
     readers.py             datatrove readers for jsonl(.gz/.zst), parquet, .txt and the built-in sample
     filters.py             our datatrove steps: NFC, offline language id, word lists, per-language scoping
     dedup.py               exact and MinHash-LSH near-duplicate removal on datatrove's dedup stages
-    packing.py             tokenize, pack documents into windows, write shards (a datatrove step)
+    window_packing.py      tokenize, pack documents into windows, write shards (a datatrove step)
     prepare_config.py      the YAML schema of `gpt-dist prepare`
-    prepare.py             the pipeline: stages, local / slurm executors, resume, the manifests
-    sampling.py            the global sample order: per-source shuffles and the weighted mix
-    loader.py              the training / validation loaders with exact, world-size-independent resume
+    prepare.py             the pipeline: its jobs, local / slurm executors, resume, the manifests
+    sample_order.py        the global sample order: per-source shuffles and the weighted mix
+    shard_loader.py        the training / validation loaders with exact, world-size-independent resume
 
-Nothing here imports torch at module level except loader.py.
+Nothing here imports torch at module level except shard_loader.py.
 """

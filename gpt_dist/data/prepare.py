@@ -1,7 +1,7 @@
 """`gpt-dist prepare`: raw text -> cleaned, deduplicated, tokenized WebDataset shards.
 
-The pipeline is a chain of datatrove stages; each stage is one executor (local: a process pool;
-slurm: one sbatch array, chained to the previous stage by a dependency):
+The pipeline is a chain of jobs; each job is one datatrove executor (local: a process pool;
+slurm: one sbatch array, chained to the previous job by a dependency):
 
     clean          read sources, normalise (ftfy + NFC), language filter, quality and word-list
     (tasks)        filters, then write the surviving documents to WORK/clean/<task>.jsonl.zst
@@ -37,7 +37,7 @@ from typing import Any
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from gpt_dist.data.packing import SPLITS, TokenizePackWrite, pack_leftovers, read_task_reports
+from gpt_dist.data.window_packing import SPLITS, TokenizePackWrite, pack_leftovers, read_task_reports
 from gpt_dist.data.prepare_config import PrepareConfig
 from gpt_dist.data.readers import BAD_INPUT_STAT, resolve_files, sample_topics
 from gpt_dist.data.shards import MANIFEST, Manifest, ShardRecord, read_manifest, write_manifest
@@ -86,7 +86,7 @@ class Plan:
 # ------------------------------------------------------------------------------------- plan
 
 
-def make_plan(cfg: PrepareConfig) -> Plan:
+def plan_pipeline(cfg: PrepareConfig) -> Plan:
     """Resolve inputs, tokenizer, dtype, task count and LSH geometry; nothing is written."""
     from gpt_dist.data.dedup import effective_threshold, lsh_params
     from gpt_dist.data.tokenizer import load_tokenizer, token_dtype
@@ -198,17 +198,17 @@ def _splits(plan: Plan) -> tuple[str, ...]:
     return SPLITS if plan.config["val_fraction"] > 0 else ("train",)
 
 
-# ----------------------------------------------------------------------------------- stages
+# ------------------------------------------------------------------------------------- jobs
 
 
 @dataclass
-class Stage:
+class Job:
     name: str
     pipeline: list
     tasks: int
 
 
-def build_stages(plan: Plan) -> list[Stage]:
+def build_jobs(plan: Plan) -> list[Job]:
     from datatrove.pipeline.dedup.exact_dedup import ExactDedupSignature, ExactFindDedups
     from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupCluster
     from datatrove.pipeline.writers.jsonl import JsonlWriter
@@ -226,9 +226,9 @@ def build_stages(plan: Plan) -> list[Stage]:
     exact = cfg["exact_dedup"]["enabled"]
     if exact:
         clean.append(ExactDedupSignature(str(work / "exact" / "sigs"), config=exact_dedup_config()))
-    stages = [Stage("clean", clean, plan.tasks)]
+    jobs = [Job("clean", clean, plan.tasks)]
     if exact:
-        stages.append(Stage("exact_find", [ExactFindDedups(str(work / "exact" / "sigs"), str(work / "exact" / "dups"),
+        jobs.append(Job("exact_find", [ExactFindDedups(str(work / "exact" / "sigs"), str(work / "exact" / "dups"),
                                                             config=exact_dedup_config())], 1))
 
     def deduped_reader() -> list:
@@ -240,12 +240,12 @@ def build_stages(plan: Plan) -> list[Stage]:
     mh = plan.minhash
     if mh:
         mcfg = minhash_config(mh["ngram"], mh["bands"], mh["rows"], mh["seed"])
-        stages.append(Stage("minhash_sig", deduped_reader() + [MinhashSignature(str(work / "minhash" / "sigs"), mcfg)],
+        jobs.append(Job("minhash_sig", deduped_reader() + [MinhashSignature(str(work / "minhash" / "sigs"), mcfg)],
                             plan.tasks))
-        stages.append(Stage("minhash_buckets", [MinhashDedupBuckets(str(work / "minhash" / "sigs"),
+        jobs.append(Job("minhash_buckets", [MinhashDedupBuckets(str(work / "minhash" / "sigs"),
                                                                     str(work / "minhash" / "buckets"), config=mcfg)],
                             mh["bands"]))
-        stages.append(Stage("minhash_cluster", [MinhashDedupCluster(str(work / "minhash" / "buckets"),
+        jobs.append(Job("minhash_cluster", [MinhashDedupCluster(str(work / "minhash" / "buckets"),
                                                                     str(work / "minhash" / "remove"), config=mcfg)], 1))
     tokenize = deduped_reader()
     if mh:
@@ -256,9 +256,9 @@ def build_stages(plan: Plan) -> list[Stage]:
         tok_cfg, plan.output, plan.work, cfg["seq_len"], plan.dtype, plan.sequences_per_shard,
         cfg["val_fraction"], cfg["seed"], fingerprint=plan.tokenizer["fingerprint"],
     ))
-    stages.append(Stage("tokenize", tokenize, plan.tasks))
-    stages.append(Stage("finalize", [Finalize(plan_to_json(plan))], 1))
-    return stages
+    jobs.append(Job("tokenize", tokenize, plan.tasks))
+    jobs.append(Job("finalize", [Finalize(plan_to_json(plan))], 1))
+    return jobs
 
 
 def _reader(s: SourcePlan, strict: bool):
@@ -317,9 +317,9 @@ class SourceCounter(PipelineStep):
 
 
 class CleanShardReader(PipelineStep):
-    """Reads WORK/clean/<rank>.jsonl.zst: exactly the documents clean-stage task `rank` kept, in order.
+    """Reads WORK/clean/<rank>.jsonl.zst: exactly the documents clean-job task `rank` kept, in order.
 
-    The dedup stages address documents by (task, index), so later stages must see each clean
+    The dedup jobs address documents by (task, index), so later jobs must see each clean
     task's output as one stream under the same rank; a task that kept nothing wrote no file.
     """
 
@@ -356,7 +356,7 @@ def plan_from_json(text: str) -> Plan:
 
 
 class Finalize(PipelineStep):
-    """Pack leftovers, gather every stage's statistics, write DIR/<split>/manifest.json."""
+    """Pack leftovers, gather every job's statistics, write DIR/<split>/manifest.json."""
 
     type = "📦 - FINALIZE"
     name = "manifests"
@@ -373,7 +373,7 @@ def finalize(plan: Plan) -> dict[str, Manifest]:
     cfg = plan.config
     work = Path(plan.work)
     reports = read_task_reports(work)
-    stats = {stage: _stage_stats(work, stage) for stage in ("clean", "tokenize")}
+    stats = {job: _job_stats(work, job) for job in ("clean", "tokenize")}
     sources, bad_total = _source_stats(plan, stats, reports)
     filters = _filter_stats(stats)
     manifests = {}
@@ -415,10 +415,10 @@ def _total(v: Any) -> float:
     return v.get("total", 0) if isinstance(v, dict) else (v or 0)
 
 
-def _stage_stats(work: Path, stage: str) -> dict[str, dict[str, float]]:
-    """datatrove's per-task stats of one stage, summed: {step name: {label: total}}."""
+def _job_stats(work: Path, job: str) -> dict[str, dict[str, float]]:
+    """datatrove's per-task stats of one job, summed: {step name: {label: total}}."""
     out: dict[str, dict[str, float]] = {}
-    for f in sorted((work / "logs" / stage / "stats").glob("*.json")):
+    for f in sorted((work / "logs" / job / "stats").glob("*.json")):
         for step in json.loads(f.read_text(encoding="utf-8")):
             # "🥇 - FILTER: 🥇 Gopher Quality [en]" -> "Gopher Quality [en]": no type, no emoji.
             name = re.sub(r"^[^\w\[(]+", "", step["name"].split(": ", 1)[-1])
@@ -468,8 +468,8 @@ def bad_total_by_reason(sources: dict[str, Any]) -> dict[str, int]:
 def _filter_stats(stats: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
     """{step: {in, kept, dropped, reasons}} for every step that drops documents, in pipeline order."""
     out = {}
-    for stage in ("clean", "tokenize"):
-        for name, d in stats[stage].items():
+    for job in ("clean", "tokenize"):
+        for name, d in stats[job].items():
             if "dropped" not in d and "forwarded" not in d:
                 continue
             out[name] = {
@@ -498,21 +498,21 @@ class PrepareResult:
 
 
 def run_prepare(cfg: PrepareConfig, *, overwrite: bool = False, console_log: bool = False) -> PrepareResult:
-    """Plan, check the output folder, then run (or submit) every stage. See the module docstring.
+    """Plan, check the output folder, then run (or submit) every job. See the module docstring.
 
-    `console_log`: what datatrove writes to stderr (its pipeline listings, per-stage statistics
+    `console_log`: what datatrove writes to stderr (its pipeline listings, per-job statistics
     and progress bars) goes to the working folder's logs/console.log instead of the terminal.
     """
-    plan = make_plan(cfg)
+    plan = plan_pipeline(cfg)
     state = check_output(plan, overwrite)
     out = Path(plan.output)
     if state == "complete":
         log.info("%s is already complete (same plan %s); nothing to do", out, plan.digest)
         return PrepareResult("complete", str(out), {s: read_manifest(out / s) for s in _splits(plan)})
     init_work(plan)
-    stages = build_stages(plan)
+    jobs = build_jobs(plan)
     if cfg.executor.kind == "slurm":
-        return PrepareResult("submitted", str(out), job_ids=submit_slurm(plan, stages, cfg))
+        return PrepareResult("submitted", str(out), job_ids=submit_slurm(plan, jobs, cfg))
     if console_log:
         from gpt_dist.console import stderr_to
 
@@ -520,11 +520,11 @@ def run_prepare(cfg: PrepareConfig, *, overwrite: bool = False, console_log: boo
 
         try:
             with stderr_to(Path(plan.work) / "logs" / CONSOLE_LOG):
-                run_local(plan, stages)
+                run_local(plan, jobs)
         finally:
             setup_default_logger()  # its sink is the sys.stderr of the block; point it at today's
     else:
-        run_local(plan, stages)
+        run_local(plan, jobs)
     return PrepareResult("done", str(out), {s: read_manifest(out / s) for s in _splits(plan)})
 
 
@@ -541,39 +541,39 @@ def init_work(plan: Plan) -> None:
     os.replace(tmp, work / PLAN_FILE)
 
 
-def run_local(plan: Plan, stages: list[Stage]) -> None:
-    """Run `stages` in order here, each with a datatrove LocalPipelineExecutor; finished tasks are skipped."""
+def run_local(plan: Plan, jobs: list[Job]) -> None:
+    """Run `jobs` in order here, each with a datatrove LocalPipelineExecutor; finished tasks are skipped."""
     from datatrove.executor import LocalPipelineExecutor
 
-    for stage in stages:
+    for job in jobs:
         ex = LocalPipelineExecutor(
-            stage.pipeline, tasks=stage.tasks, workers=max(1, min(plan.workers, stage.tasks)),
-            logging_dir=str(Path(plan.work) / "logs" / stage.name),
+            job.pipeline, tasks=job.tasks, workers=max(1, min(plan.workers, job.tasks)),
+            logging_dir=str(Path(plan.work) / "logs" / job.name),
         )
         ex.run()
         incomplete = ex.get_incomplete_ranks()
         if incomplete:
             raise DataError(
-                f"stage {stage.name}: tasks {incomplete} did not complete; see "
-                f"{Path(plan.work) / 'logs' / stage.name / 'logs'} and re-run the same command to resume"
+                f"job {job.name}: tasks {incomplete} did not complete; see "
+                f"{Path(plan.work) / 'logs' / job.name / 'logs'} and re-run the same command to resume"
             )
 
 
-def submit_slurm(plan: Plan, stages: list[Stage], cfg: PrepareConfig) -> list[str]:
-    """One sbatch array per stage, each depending on the previous one (afterok)."""
+def submit_slurm(plan: Plan, jobs: list[Job], cfg: PrepareConfig) -> list[str]:
+    """One sbatch array per job, each depending on the previous one (afterok)."""
     from datatrove.executor import SlurmPipelineExecutor
 
     s = cfg.executor.slurm
     env_command = s.env_command or (f"source {sys.prefix}/bin/activate" if sys.prefix != sys.base_prefix else "")
     previous = None
     executors = []
-    for stage in stages:
+    for job in jobs:
         ex = SlurmPipelineExecutor(
-            stage.pipeline, tasks=stage.tasks, time=s.time, partition=s.partition, cpus_per_task=s.cpus_per_task,
+            job.pipeline, tasks=job.tasks, time=s.time, partition=s.partition, cpus_per_task=s.cpus_per_task,
             mem_per_cpu_gb=s.mem_per_cpu_gb, workers=plan.workers if plan.workers and plan.workers > 0 else -1,
-            job_name=f"{s.job_name}-{stage.name}", qos=s.qos, env_command=env_command, sbatch_args=dict(s.sbatch_args),
+            job_name=f"{s.job_name}-{job.name}", qos=s.qos, env_command=env_command, sbatch_args=dict(s.sbatch_args),
             max_array_size=s.max_array_size, depends=previous,
-            logging_dir=str(Path(plan.work) / "logs" / stage.name),
+            logging_dir=str(Path(plan.work) / "logs" / job.name),
         )
         executors.append(ex)
         previous = ex

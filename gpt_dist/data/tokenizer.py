@@ -7,7 +7,7 @@
 Every tokenizer has `kind`, `vocab_size`, `eot_id`, `encode`, `encode_batch`, `decode`, a
 `fingerprint` (sha256 of the vocabulary and of the settings that change what an id means) and
 `spec()`, the JSON written into shard manifests and checkpoints. Training on shards whose
-fingerprint differs from the run's tokenizer is refused (gpt_dist.data.loader).
+fingerprint differs from the run's tokenizer is refused (gpt_dist.data.shard_loader).
 
 `encode` is "ordinary": the text of a special token (e.g. "<|endoftext|>" inside a document) is
 encoded as plain text, so raw data can never forge a document boundary. The packer appends

@@ -91,7 +91,7 @@ class LanguageModeling:
     val_perplexity = True
 
     def train_loader(self, cfg, dist, tokenizer):
-        from gpt_dist.data.loader import build_train_loader, check_tokenizer_matches
+        from gpt_dist.data.shard_loader import build_train_loader, check_tokenizer_matches
 
         loader = build_train_loader(cfg, rank=dist.rank, world_size=dist.world_size)
         check_tokenizer_matches(loader.tokenizer_spec, tokenizer)
@@ -100,7 +100,7 @@ class LanguageModeling:
     def val_loader(self, cfg, dist, tokenizer):
         if not cfg.data.val:
             return None
-        from gpt_dist.data.loader import build_val_loader
+        from gpt_dist.data.shard_loader import build_val_loader
 
         return build_val_loader(cfg, rank=dist.rank, world_size=dist.world_size)
 

@@ -29,7 +29,7 @@ import torch
 
 from gpt_dist.config import BatchGeometry, Config, run_geometry, total_steps
 from gpt_dist.checkpoint import training_state as checkpointing
-from gpt_dist.checkpoint.loader import load_init_weights
+from gpt_dist.checkpoint.model_loader import load_init_weights
 from gpt_dist.engine.callbacks import Callback, default_callbacks
 from gpt_dist.engine.deepspeed_setup import initialize
 from gpt_dist.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed

@@ -4,6 +4,6 @@
                          batches, summed across ranks
     multiple_choice.py   HellaSwag-format items scored by the log-likelihood of each ending
 
-The model behind --model is read by gpt_dist.checkpoint.loader.load_model.
+The model behind --model is read by gpt_dist.checkpoint.model_loader.load_model.
 lm-eval-harness runs on a directory written by `gpt-dist convert to-hf` (README).
 """

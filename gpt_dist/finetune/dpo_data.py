@@ -22,7 +22,7 @@ import torch
 
 from gpt_dist.finetune.chat_template import ChatTemplate, check_messages
 from gpt_dist.finetune.data_report import BadSample, DataReport
-from gpt_dist.finetune.packing import padded_batch
+from gpt_dist.finetune.row_packing import padded_batch
 from gpt_dist.finetune.sft_data import load_sources
 
 

@@ -20,7 +20,7 @@ from gpt_dist.engine.distributed import DistInfo
 from gpt_dist.engine.objectives import Counts, LossSum, trained_tokens, unpadded_tokens
 from gpt_dist.finetune.chat_template import ChatTemplate, resolve_chat_template
 from gpt_dist.finetune.data_report import DataReport
-from gpt_dist.finetune.loader import EpochLoader, EvalBatches
+from gpt_dist.finetune.epoch_loader import EpochLoader, EvalBatches
 
 
 class _ChatObjective:
@@ -58,7 +58,7 @@ class SFT(_ChatObjective):
     """Supervised fine-tuning: next-token loss on assistant replies only, summed over those tokens."""
 
     def _samples(self, cfg: Config, dist: DistInfo, tokenizer, split: str):
-        from gpt_dist.finetune.packing import pack_rows
+        from gpt_dist.finetune.row_packing import pack_rows
         from gpt_dist.finetune.sft_data import load_sft_samples
 
         report = DataReport("sft", split)
@@ -75,7 +75,7 @@ class SFT(_ChatObjective):
         return samples, rows
 
     def _collate(self, cfg: Config, tokenizer, samples, rows):
-        from gpt_dist.finetune.packing import packed_batch, padded_batch
+        from gpt_dist.finetune.row_packing import packed_batch, padded_batch
 
         pad = tokenizer.eot_id
         if rows is None:

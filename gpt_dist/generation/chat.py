@@ -15,7 +15,7 @@ from gpt_dist.errors import UserError
 from gpt_dist.finetune.chat_template import ChatTemplate, check_messages
 from gpt_dist.finetune.data_report import BadSample
 from gpt_dist.generation.decoding import Generated, generate
-from gpt_dist.generation.sampling import SamplingParams
+from gpt_dist.generation.token_sampling import SamplingParams
 
 
 @dataclass

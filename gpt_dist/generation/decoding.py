@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from gpt_dist.errors import UserError
-from gpt_dist.generation.sampling import SamplingParams, next_token
+from gpt_dist.generation.token_sampling import SamplingParams, next_token
 from gpt_dist.model.gpt import GPT, KVCache
 
 PAD_SEGMENT, TEXT_SEGMENT = 0, 1

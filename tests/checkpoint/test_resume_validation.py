@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from checkpoint_helpers import run_train, sft_config
 
-from gpt_dist.checkpoint.loader import load_weights
+from gpt_dist.checkpoint.model_loader import load_weights
 from gpt_dist.errors import CheckpointError
 
 OPTIM = "zero_pp_rank_0_mp_rank_00_optim_states.pt"

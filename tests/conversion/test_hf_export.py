@@ -19,7 +19,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel
 
 from gpt_dist.checkpoint.layout import METADATA_FILE
-from gpt_dist.checkpoint.loader import load_weights
+from gpt_dist.checkpoint.model_loader import load_weights
 from gpt_dist.checkpoint.state_dict_adapter import pad_vocab
 from gpt_dist.cli import main
 from gpt_dist.conversion import export_hf

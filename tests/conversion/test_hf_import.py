@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from gpt_dist.checkpoint.layout import latest_complete_tag, read_metadata
-from gpt_dist.checkpoint.loader import load_weights
+from gpt_dist.checkpoint.model_loader import load_weights
 from gpt_dist.checkpoint.state_dict_adapter import pad_vocab
 from gpt_dist.cli import main
 from gpt_dist.conversion import export_hf, import_hf

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpt_dist.checkpoint.loader import load_weights
+from gpt_dist.checkpoint.model_loader import load_weights
 from gpt_dist.checkpoint.state_dict_adapter import pad_vocab
 from gpt_dist.errors import CheckpointError
 from gpt_dist.model.gpt import GPT

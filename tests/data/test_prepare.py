@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from gpt_dist.config import ConfigError, TokenizerConfig
-from gpt_dist.data.loader import build_train_loader, build_val_loader, check_tokenizer_matches
-from gpt_dist.data.prepare import build_stages, init_work, make_plan, run_local, run_prepare
+from gpt_dist.data.shard_loader import build_train_loader, build_val_loader, check_tokenizer_matches
+from gpt_dist.data.prepare import build_jobs, init_work, plan_pipeline, run_local, run_prepare
 from gpt_dist.data.prepare_config import load_prepare_config
 from gpt_dist.data.shards import read_manifest
 from gpt_dist.data.tokenizer import load_tokenizer
@@ -89,8 +89,8 @@ def test_sample_trains_a_mini_model_for_hundreds_of_steps(sample_data):
 def test_sample_yaml_is_the_same_plan_as_the_sample_flag(tmp_path):
     from gpt_dist.commands.prepare import SAMPLE_OVERRIDES
 
-    flag = make_plan(load_prepare_config(None, dict(SAMPLE_OVERRIDES, output=str(tmp_path / "a"))))
-    yaml = make_plan(load_prepare_config(REPO / "configs" / "data" / "sample.yaml", {"output": str(tmp_path / "b")}))
+    flag = plan_pipeline(load_prepare_config(None, dict(SAMPLE_OVERRIDES, output=str(tmp_path / "a"))))
+    yaml = plan_pipeline(load_prepare_config(REPO / "configs" / "data" / "sample.yaml", {"output": str(tmp_path / "b")}))
     assert flag.digest == yaml.digest
 
 
@@ -221,12 +221,12 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     run_prepare(reference)
 
     cfg = load_prepare_config(None, dict(o, output=str(tmp_path / "out")))
-    plan = make_plan(cfg)
+    plan = plan_pipeline(cfg)
     init_work(plan)
-    stages = build_stages(plan)
-    tokenize = [s for s in stages if s.name == "tokenize"][0]
-    run_local(plan, stages[:stages.index(tokenize)])
-    # The tokenize stage dies after task 0 finished and while task 1 was writing its first shard.
+    jobs = build_jobs(plan)
+    tokenize = [j for j in jobs if j.name == "tokenize"][0]
+    run_local(plan, jobs[:jobs.index(tokenize)])
+    # The tokenize job dies after task 0 finished and while task 1 was writing its first shard.
     from datatrove.executor import LocalPipelineExecutor
 
     LocalPipelineExecutor(tokenize.pipeline, tasks=2, workers=1, local_tasks=1,
@@ -242,7 +242,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
 
     result = run_prepare(cfg)  # the same command again
     assert result.status == "done"
-    assert clean_stats.stat().st_mtime_ns == before  # finished stages are skipped
+    assert clean_stats.stat().st_mtime_ns == before  # finished jobs are skipped
     assert {p.name: p.stat().st_mtime_ns for p in (out / "train").glob("train-t00000-*")} == task0
     assert not list((out / "train").glob(".*.tmp"))
     for split in ("train", "val"):

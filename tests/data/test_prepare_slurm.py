@@ -1,7 +1,7 @@
 """`gpt-dist prepare --executor slurm` on the real Slurm test bed.
 
-The stages are submitted to Slurm for real, held (so the shared test bed does no work for us),
-checked (one array per stage, chained by dependencies), cancelled, and then each array task is
+The jobs are submitted to Slurm for real, held (so the shared test bed does no work for us),
+checked (one array per job, chained by dependencies), cancelled, and then each array task is
 run the way a compute node runs it: the pickled executor with SLURM_ARRAY_TASK_ID set.
 """
 
@@ -26,7 +26,7 @@ def scontrol_job(job: str, env: dict) -> dict[str, str]:
     return dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
 
 
-def test_slurm_executor_submits_one_held_array_per_stage_and_its_tasks_build_the_shards(tmp_path, slurm_conf, monkeypatch):
+def test_slurm_executor_submits_one_held_array_per_job_and_its_tasks_build_the_shards(tmp_path, slurm_conf, monkeypatch):
     import random
 
     rng = random.Random(7)
@@ -40,17 +40,17 @@ def test_slurm_executor_submits_one_held_array_per_stage_and_its_tasks_build_the
     monkeypatch.setenv("SLURM_CONF", slurm_conf)
     env = dict(os.environ)
     result = run_prepare(load_prepare_config(None, dict(common, output=str(tmp_path / "out"), executor=slurm)))
-    stages = ["clean", "exact_find", "minhash_sig", "minhash_buckets", "minhash_cluster", "tokenize", "finalize"]
+    job_names = ["clean", "exact_find", "minhash_sig", "minhash_buckets", "minhash_cluster", "tokenize", "finalize"]
     try:
-        assert result.status == "submitted" and len(result.job_ids) == len(stages)
+        assert result.status == "submitted" and len(result.job_ids) == len(job_names)
         jobs = [scontrol_job(j, env) for j in result.job_ids]
-        assert [j["JobName"] for j in jobs] == [f"{job_name}-{s}" for s in stages]
+        assert [j["JobName"] for j in jobs] == [f"{job_name}-{s}" for s in job_names]
         assert all(j["JobState"] == "PENDING" and j["Reason"] in ("JobHeldUser", "JobHeldAdmin") for j in jobs)
         assert [j.get("ArrayTaskId") for j in jobs][0] == "0-1"  # one array: the 2 clean tasks
         for prev, job in zip(result.job_ids, jobs[1:]):
-            assert f"afterok:{prev}" in job["Dependency"]  # each stage waits for the one before
+            assert f"afterok:{prev}" in job["Dependency"]  # each job waits for the one before
     finally:
-        for s in stages:
+        for s in job_names:
             subprocess.run(["scancel", f"--name={job_name}-{s}"], env=env, capture_output=True)
     work = tmp_path / "out" / ".prepare"
     script = (work / "logs" / "clean" / "launch_script.slurm").read_text()
@@ -61,8 +61,8 @@ def test_slurm_executor_submits_one_held_array_per_stage_and_its_tasks_build_the
     monkeypatch.setenv("SLURM_NODELIST", "node1")
     usr1 = signal.getsignal(signal.SIGUSR1)
     try:
-        for stage in stages:
-            pik = work / "logs" / stage / "executor.pik"
+        for name in job_names:
+            pik = work / "logs" / name / "executor.pik"
             with open(pik, "rb") as f:
                 executor = dill.load(f)
             for task in range(executor.tasks):

@@ -130,7 +130,7 @@ def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_ru
     stopped there and resumed on 1 rank (DeepSpeed's universal format, which leaves the frozen
     weights out) continues as the uninterrupted run to 1e-5."""
     from gpt_dist.checkpoint.deepspeed_reader import read_raw_weights
-    from gpt_dist.checkpoint.loader import load_weights
+    from gpt_dist.checkpoint.model_loader import load_weights
 
     init = zero_runs[0].run_dir / "ckpt"
     common = FAST + ["engine.zero_stage=3", "train.max_steps=4", "checkpoint.every_steps=2", "eval.every_steps=4",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from finetune_helpers import one_thread, tiny_config, train_metrics
 
-from gpt_dist.checkpoint.loader import load_init_weights
+from gpt_dist.checkpoint.model_loader import load_init_weights
 from gpt_dist.config import ConfigError
 from gpt_dist.engine.distributed import DistInfo
 from gpt_dist.finetune.chat_template import DEFAULT_CHAT_TEMPLATE, ChatTemplate

@@ -11,15 +11,15 @@ import torch
 from finetune_helpers import one_thread, reply_of, tiny_config, train_metrics
 
 from gpt_dist.checkpoint.layout import latest_complete_tag, read_metadata
-from gpt_dist.checkpoint.loader import load_model
+from gpt_dist.checkpoint.model_loader import load_model
 from gpt_dist.engine.distributed import DistInfo
 from gpt_dist.finetune.chat_template import DEFAULT_CHAT_TEMPLATE, ChatTemplate
-from gpt_dist.finetune.packing import pack_rows, packed_batch, padded_batch
+from gpt_dist.finetune.row_packing import pack_rows, packed_batch, padded_batch
 from gpt_dist.finetune.sample_data import colour_record
 from gpt_dist.finetune.objectives import SFT
 from gpt_dist.generation.chat import ChatSession
 from gpt_dist.generation.decoding import generate
-from gpt_dist.generation.sampling import SamplingParams
+from gpt_dist.generation.token_sampling import SamplingParams
 from gpt_dist.model.gpt import GPT, IGNORE_INDEX
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))

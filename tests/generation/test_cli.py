@@ -62,10 +62,10 @@ def test_plain_output_continues_the_prompt(chat_checkpoint, capsys):
 def test_chat_reads_piped_messages(chat_checkpoint):
     """A real process with stdin piped, as `printf ... | gpt-dist chat --model DIR` runs it, prints
     the replies an in-process ChatSession gives to the same messages."""
-    from gpt_dist.checkpoint.loader import load_model
+    from gpt_dist.checkpoint.model_loader import load_model
     from gpt_dist.finetune.chat_template import ChatTemplate
     from gpt_dist.generation.chat import ChatSession
-    from gpt_dist.generation.sampling import SamplingParams
+    from gpt_dist.generation.token_sampling import SamplingParams
 
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     r = subprocess.run([str(BIN / "gpt-dist"), "chat", "--model", str(chat_checkpoint), "--temperature", "0",
@@ -98,10 +98,10 @@ def test_chat_on_a_terminal_labels_its_turns_and_keeps_log_lines_out(chat_checkp
 
 
 def test_chat_session_sends_the_whole_conversation(chat_checkpoint):
-    from gpt_dist.checkpoint.loader import load_model
+    from gpt_dist.checkpoint.model_loader import load_model
     from gpt_dist.finetune.chat_template import ChatTemplate
     from gpt_dist.generation.chat import ChatSession
-    from gpt_dist.generation.sampling import SamplingParams
+    from gpt_dist.generation.token_sampling import SamplingParams
 
     m = load_model(chat_checkpoint)
     session = ChatSession(m.model, ChatTemplate(m.chat_template, m.tokenizer), SamplingParams(temperature=0, max_new_tokens=4))

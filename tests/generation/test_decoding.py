@@ -9,7 +9,7 @@ from generation_helpers import VOCAB, random_model
 
 from gpt_dist.errors import UserError
 from gpt_dist.generation.decoding import generate
-from gpt_dist.generation.sampling import SamplingParams
+from gpt_dist.generation.token_sampling import SamplingParams
 
 EOT = VOCAB - 1
 PROMPTS = [[5, 17, 3], [40, 2, 9, 11, 70, 8, 1], [33], [60, 61, 62, 63, 64]]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gpt_dist.errors import UserError
-from gpt_dist.generation.sampling import SamplingParams, apply_repetition_penalty, next_token
+from gpt_dist.generation.token_sampling import SamplingParams, apply_repetition_penalty, next_token
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.5, -1.0, 3.0], [0.0, 0.1, 0.2, 5.0, -2.0]])
 NONE_SEEN = torch.zeros(2, 5, dtype=torch.bool)

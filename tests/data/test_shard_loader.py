@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gpt_dist.config import TokenizerConfig
-from gpt_dist.data.loader import build_train_loader, build_val_loader, check_tokenizer_matches
+from gpt_dist.data.shard_loader import build_train_loader, build_val_loader, check_tokenizer_matches
 from gpt_dist.data.shards import read_manifest
 from gpt_dist.data.tokenizer import load_tokenizer
 from gpt_dist.errors import DataError

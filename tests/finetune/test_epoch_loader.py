@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gpt_dist.errors import DataError
-from gpt_dist.finetune.loader import EpochLoader, EvalBatches
+from gpt_dist.finetune.epoch_loader import EpochLoader, EvalBatches
 
 
 def units(idx):

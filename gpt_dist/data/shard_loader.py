@@ -6,7 +6,7 @@
         batch["input_ids"], batch["labels"]  # torch.int64 (B, T), labels = inputs shifted by one
         state = loader.state_dict()          # small JSON, identical on every rank
 
-The sample order is global (gpt_dist.data.sampling): rank r of W takes its B-sample slice of
+The sample order is global (gpt_dist.data.sample_order): rank r of W takes its B-sample slice of
 each global round of W*B samples. DataLoader workers produce consecutive runs of rounds in turn
 (worker w of K makes items w, w+K, ...), so the DataLoader's round-robin hands them back in
 order. The state counts rounds already *yielded* to the caller (not those workers prefetched):
@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gpt_dist.config import Config
-from gpt_dist.data.sampling import MixSchedule, SourceOrder
+from gpt_dist.data.sample_order import MixSchedule, SourceOrder
 from gpt_dist.data.shards import Manifest, ShardRecord, check_shard_file, read_manifest, read_tokens
 from gpt_dist.errors import DataError, UserError
 

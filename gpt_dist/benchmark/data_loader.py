@@ -1,7 +1,7 @@
 """`gpt-dist bench --data SHARDS_DIR`: how many tokens per second the training loader hands one
 rank, with nothing else running (no model), to show whether data can keep a GPU busy.
 
-The loader is gpt_dist.data.loader's training loader as `gpt-dist train` builds it (the same
+The loader is gpt_dist.data.shard_loader's training loader as `gpt-dist train` builds it (the same
 DataLoader workers, shuffling and shard cache), over one shard set at weight 1. `warmup`
 batches are taken first (worker start-up, first shard opens) and not timed; then `batches`
 batches are timed. Tokens are counted as the model sees them: micro_batch x seq_len inputs
@@ -39,7 +39,7 @@ def run_loader_benchmark(
 ) -> dict[str, Any]:
     """Time the training loader over the shard set at `path`; the `loader` object of `gpt-dist bench`."""
     from gpt_dist.config import DataConfig, TrainConfig
-    from gpt_dist.data.loader import TrainLoader
+    from gpt_dist.data.shard_loader import TrainLoader
     from gpt_dist.data.shards import read_manifest
 
     if micro_batch < 1:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from gpt_dist.data.sampling import MIX_BLOCK, MixSchedule, SourceOrder
+from gpt_dist.data.sample_order import MIX_BLOCK, MixSchedule, SourceOrder
 
 
 def test_each_epoch_visits_every_sample_once_in_a_new_order():

@@ -9,7 +9,7 @@ import pytest
 from data_helpers import FAKE_TOKENIZER, loader_config, make_shard_set, numbered_samples
 
 from gpt_dist.config import TokenizerConfig
-from gpt_dist.data.loader import build_train_loader, build_val_loader, check_tokenizer_matches
+from gpt_dist.data.shard_loader import build_train_loader, build_val_loader, check_tokenizer_matches
 from gpt_dist.data.shards import read_manifest
 from gpt_dist.data.tokenizer import load_tokenizer
 from gpt_dist.errors import DataError
