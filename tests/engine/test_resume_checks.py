@@ -23,7 +23,8 @@ RANK1_OPTIM = "zero_pp_rank_1_mp_rank_00_optim_states.pt"
 def two_rank_run(tmp_path_factory, sample_shards):
     """step_00000001 and step_00000002 of a 2-rank ZeRO-3 run."""
     run_dir = tmp_path_factory.mktemp("two_rank") / "run"
-    cmd = train_cmd(2, base_overrides(sample_shards, run_dir) + OVER + ["train.max_steps=2"])
+    # a 3-step schedule stopped after step 2, so the resumes below keep the schedule
+    cmd = train_cmd(2, base_overrides(sample_shards, run_dir) + OVER + ["train.max_steps=3", "train.exit_after_steps=2"])
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     return Run(p.returncode, p.stdout + p.stderr, run_dir)
