@@ -26,6 +26,7 @@ from gpt_dist.checkpoint.state_dict_adapter import WTE, pad_vocab
 from gpt_dist.checkpoint.tokenizer_files import load_our_tokenizer, tokenizer_spec_of
 from gpt_dist.config import ModelConfig
 from gpt_dist.errors import CheckpointError, UserError
+from gpt_dist.model.factory import build_model
 from gpt_dist.model.gpt import GPT
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -141,7 +142,7 @@ def load_model(
     cfg.attn_impl = "auto"
     cfg.dropout = 0.0
     cfg.activation_checkpointing = False
-    model = GPT(cfg)
+    model = build_model(cfg)
     model.load_state_dict(pad_vocab(state, cfg))
     model = model.to(device=dev, dtype=pick_dtype(dtype, dev)).eval()
     return LoadedModel(model=model, metadata=meta, path=Path(path))

@@ -38,7 +38,7 @@ from gpt_dist.engine.signals import StopSignal
 from gpt_dist.engine.objectives import Objective, build_objective
 from gpt_dist.errors import UserError
 from gpt_dist.model import lora
-from gpt_dist.model.gpt import GPT
+from gpt_dist.model.factory import build_model
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Trainer:
         self.train_loader = objective.train_loader(cfg, dist, self.tokenizer)
         self.val_loader = objective.val_loader(cfg, dist, self.tokenizer)
 
-        model = GPT(cfg.model)
+        model = build_model(cfg.model)
         self.lora_params: int | None = None
         self.flops_per_token, self.peak_flops = _flops(cfg, dist)
         self.state = TrainState()
