@@ -35,6 +35,7 @@ WANDB_MODES = ("online", "offline", "disabled")
 OVERLONG_POLICIES = ("drop_turns", "drop_sample")
 RESUME_MODES = ("auto", "never")
 ARCHS = ("gpt2", "llama")
+OPTIMIZERS = ("adamw", "muon")
 
 
 class ConfigError(UserError, ValueError):
@@ -152,6 +153,12 @@ class TrainConfig:
     # warmup-stable-decay: fraction of the run spent decaying at the end.
     decay_fraction: float = 0.2
     weight_decay: float = 0.1
+    # adamw: AdamW for every weight. muon: DeepSpeed's Muon (momentum, then Newton-Schulz
+    # orthogonalisation) for the blocks' 2-D weights, AdamW at train.lr for the embedding, head,
+    # norms and biases. muon_lr follows the same schedule as lr (scaled by muon_lr / lr).
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1.0e-8
@@ -521,6 +528,13 @@ def resolve_and_validate(cfg: Config) -> Config:
     t = cfg.train
     choice(t.precision, "train.precision", PRECISIONS)
     choice(t.schedule, "train.schedule", SCHEDULES)
+    choice(t.optimizer, "train.optimizer", OPTIMIZERS)
+    need(t.optimizer != "muon" or t.grad_clip == 0, "train.grad_clip",
+         f"{t.grad_clip} with train.optimizer: muon; under ZeRO, DeepSpeed clips Muon's orthogonalised update "
+         "(its norm is about sqrt(width) per matrix), not the gradient, which would shrink every step",
+         "set train.grad_clip: 0 (Muon's update has a fixed scale already)")
+    need(t.muon_lr > 0, "train.muon_lr", f"must be positive, got {t.muon_lr}", "use e.g. 0.02")
+    need(0.0 <= t.muon_momentum < 1.0, "train.muon_momentum", f"{t.muon_momentum} is outside [0, 1)", "use 0.95")
     need(t.micro_batch_size > 0, "train.micro_batch_size", "must be positive", "use e.g. 8")
     need(
         cfg.seq_len <= cfg.model.block_size,

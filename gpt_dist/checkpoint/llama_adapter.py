@@ -74,8 +74,9 @@ def pieces(cfg: ModelConfig) -> dict[str, list[tuple[str, int]]]:
 
 
 def hf_layout(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    """HF name -> shape, for our weights of `shapes`, in our order."""
-    return {hf: (rows, *shapes[name][1:]) for name, parts in pieces(cfg).items() for hf, rows in parts}
+    """HF name -> shape, for our weights of `shapes`, in the order of `shapes`."""
+    table = pieces(cfg)
+    return {hf: (rows, *shape[1:]) for name, shape in shapes.items() for hf, rows in table[name]}
 
 
 def to_hf_tensors(name: str, tensor: torch.Tensor, cfg: ModelConfig) -> list[tuple[str, torch.Tensor]]:

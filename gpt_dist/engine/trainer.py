@@ -233,7 +233,7 @@ class Trainer:
         while self.state.step < self.total_steps:
             lr = lr_at(self.state.step, self.total_steps, cfg.train)
             for group in engine.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's group runs at muon_lr / lr of it
             out, batches, counts = self._step(batches, counts, data, stop)
             out.lr = lr
             if out.skipped:
