@@ -157,8 +157,8 @@ class TrainConfig:
     # orthogonalisation) for the blocks' 2-D weights, AdamW at train.lr for the embedding, head,
     # norms and biases. muon_lr follows the same schedule as lr (scaled by muon_lr / lr).
     optimizer: str = "adamw"
-    muon_lr: float = 0.02
-    muon_momentum: float = 0.95
+    muon_lr: float = 0.02  # Muon's peak learning rate (train.optimizer: muon)
+    muon_momentum: float = 0.95  # Muon's momentum (Nesterov)
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1.0e-8

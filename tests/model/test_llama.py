@@ -197,3 +197,42 @@ def test_a_few_steps_lower_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.5
+
+
+@pytest.mark.parametrize("preset", LLAMA_PRESETS)
+def test_the_planner_counts_the_models_parameters(preset):
+    from gpt_dist.planning import flops_per_token, num_parameters
+
+    for kw in (dict(), dict(tie_embeddings=False, qk_norm=True)):
+        cfg = resolve_model_config(ModelConfig(preset=preset, **kw))
+        with torch.device("meta"):
+            model = build_model(cfg)
+        assert num_parameters(cfg) == model.num_parameters()
+        assert num_parameters(cfg, non_embedding=True) == model.num_parameters(non_embedding=True)
+        head = cfg.vocab_size * cfg.n_embd  # the head's matmul counts, the embedding lookup does not
+        assert flops_per_token(cfg, 256) == 6.0 * (model.num_parameters(non_embedding=True) + head) + 12.0 * (
+            cfg.n_layer * cfg.n_embd * 256)
+
+
+def test_lora_targets_the_same_names_and_merges_back_into_a_llama():
+    from gpt_dist.config import LoraConfig
+    from gpt_dist.model.lora import add_lora, merge, merge_tensors
+
+    torch.manual_seed(0)
+    model = Llama(tiny())
+    x = torch.randint(0, 97, (2, 12))
+    lora_cfg = LoraConfig(r=4, alpha=8.0, dropout=0.0)
+    adapted = add_lora(model, lora_cfg)
+    with torch.no_grad():
+        for n, p in adapted.named_parameters():
+            if ".lora_B." in n:
+                p.normal_(0, 0.1)  # B starts at zero; move it so the merge has something to carry
+    trained = {n for n, p in adapted.named_parameters() if p.requires_grad}
+    assert trained and all(".lora_" in n for n in trained)
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trained} == {"c_attn", "c_proj", "c_fc"}
+    with torch.no_grad():
+        want = adapted(x)
+        merged = merge(adapted.state_dict(), {"r": 4, "alpha": 8.0}, merge_tensors)
+        plain = Llama(tiny())
+        plain.load_state_dict(merged)
+        torch.testing.assert_close(plain(x), want, rtol=0, atol=1e-5)
