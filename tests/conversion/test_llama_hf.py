@@ -102,6 +102,7 @@ def test_from_hf_then_to_hf_round_trips_and_loads_offline_in_transformers(hf_lla
     out = export_hf(tag_dir, tmp_path / "exported")
     conf = json.loads((out / "config.json").read_text())
     assert conf["architectures"] == ["LlamaForCausalLM"] and conf["num_key_value_heads"] == 2
+    assert "A Llama-style language model (`LlamaForCausalLM`, 2 key/value heads" in (out / "README.md").read_text()
     back = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
     assert type(back) is LlamaForCausalLM
     with torch.no_grad():

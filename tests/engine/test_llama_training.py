@@ -74,3 +74,33 @@ def test_llama_zero3_trains_resumes_on_another_world_size_and_converts(run_train
         out = export_hf(ckpt, tmp_path / f"hf_{run_dir.name}_{tag}")
         assert json.loads((out / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
         assert hf_loss(out, sample_shards / "val") == pytest.approx(eval_loss(ckpt, sample_shards / "val"), abs=1e-5)
+
+
+MUON = LLAMA + ["train.optimizer=muon", "train.grad_clip=0", "train.schedule=wsd", "train.decay_fraction=0.5"]
+
+
+def test_llama_zero3_with_muon_and_wsd_resumes_exactly_and_converts(run_train, sample_shards, tmp_path, monkeypatch):
+    """The issue's finished state: 2 ranks, ZeRO-3, GQA, Muon, WSD; trains, resumes bit for
+    bit, converts to LlamaForCausalLM with the loss `gpt-dist eval` gives. A world-size change
+    is refused with the fix (DeepSpeed's universal checkpoints hold no Muon momentum)."""
+    ref = run_train(tmp_path / "ref", overrides=MUON)
+    assert ref.returncode == 0, ref.output[-3000:]
+    losses = ref.losses()
+    assert losses[STEPS] < losses[1]
+    lrs = [r["lr"] for r in ref.metrics()]
+    assert lrs[1] == lrs[0] > lrs[3]  # stable, then the decay over the last half
+
+    first = run_train(tmp_path / "run", overrides=MUON + ["train.exit_after_steps=2"])
+    assert first.returncode == 0, first.output[-3000:]
+    other_world = run_train(tmp_path / "run", world=1, overrides=MUON)
+    assert other_world.returncode != 0
+    assert "with train.optimizer: muon a run resumes only on the world size that saved it" in other_world.output
+    second = run_train(tmp_path / "run", overrides=MUON)
+    assert second.returncode == 0, second.output[-3000:]
+    assert any(e["event"] == "resumed" for e in second.events())
+    assert [second.losses()[s] for s in (3, 4)] == [losses[s] for s in (3, 4)]  # bitwise, fp32
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ckpt = tmp_path / "run" / "ckpt" / "step_00000004"
+    out = export_hf(ckpt, tmp_path / "hf")
+    assert hf_loss(out, sample_shards / "val") == pytest.approx(eval_loss(ckpt, sample_shards / "val"), abs=1e-5)
