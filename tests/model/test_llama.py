@@ -236,3 +236,20 @@ def test_lora_targets_the_same_names_and_merges_back_into_a_llama():
         plain = Llama(tiny())
         plain.load_state_dict(merged)
         torch.testing.assert_close(plain(x), want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("packed", [False, True])
+def test_cuda_bf16_fast_kernels_match_math_with_grouped_query_attention(packed):
+    """auto (flash-attn when installed, else SDPA's flash kernel) on expanded GQA heads, plain
+    and packed rows, against the math reference."""
+    torch.manual_seed(0)
+    fast = Llama(tiny(n_embd=128, attn_impl="auto")).cuda().to(torch.bfloat16)
+    ref = Llama(tiny(n_embd=128)).cuda().to(torch.bfloat16)
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randint(0, 97, (2, 12), device="cuda")
+    kw = {}
+    if packed:
+        kw = dict(segment_ids=torch.tensor([[0] * 5 + [1] * 7, [2] * 12], device="cuda"),
+                  position_ids=torch.cat([torch.arange(5), torch.arange(7), torch.arange(12)]).view(2, 12).cuda())
+    torch.testing.assert_close(fast(x, x, **kw).float(), ref(x, x, **kw).float(), rtol=0, atol=3e-2)
