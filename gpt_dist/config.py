@@ -63,7 +63,7 @@ class ModelConfig:
     # Recompute blocks' activations in backward (applied by the engine set-up); with
     # activation_checkpointing_every: 2, only every second block (less recompute, more memory).
     activation_checkpointing: bool = False
-    activation_checkpointing_every: int = 1
+    activation_checkpointing_every: int = 1  # with activation_checkpointing: every N-th block is recomputed
     # Tokens per piece of the LM-head cross-entropy, so the logits of a whole micro-batch never
     # exist at once (same loss and gradients); 0 = one piece (the plain path).
     loss_chunk_tokens: int = 1024
@@ -79,7 +79,7 @@ class ModelConfig:
     mlp_multiple: Optional[int] = None  # null = 256
     # RMSNorm on each head's queries and keys before the rotary embedding.
     qk_norm: bool = False
-    norm_eps: float = 1.0e-5
+    norm_eps: float = 1.0e-5  # llama: RMSNorm epsilon
     # The LM head shares the token embedding's weight (gpt2 always does).
     tie_embeddings: bool = True
 
@@ -135,7 +135,7 @@ class TrainConfig:
     # Neither set: 524288 tokens for pretrain/CPT (GPT-2's 0.5M); SFT and DPO must set
     # global_batch_size.
     global_batch_tokens: Optional[int] = None
-    global_batch_size: Optional[int] = None
+    global_batch_size: Optional[int] = None  # sequences (DPO: pairs) per optimizer step over all ranks
     # Sequences (DPO: pairs) per micro-batch per rank.
     micro_batch_size: int = 8
     # Tokens per training sequence; null = model.block_size.
@@ -211,7 +211,7 @@ class EvalConfig:
     # A HellaSwag-format multiple-choice file (the `gpt-dist eval --mc` format) scored during
     # training every mc_every_steps steps (acc / acc_norm rows with split "mc" in metrics.jsonl).
     mc: Optional[str] = None
-    mc_every_steps: int = 500
+    mc_every_steps: int = 500  # optimizer steps between in-loop multiple-choice evaluations
 
 
 @dataclass

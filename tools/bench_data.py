@@ -54,21 +54,14 @@ def make_shards(directory: Path, sequences: int, seq_len: int, per_shard: int, s
     return directory
 
 
-def loader_config(sources: list[tuple[Path, float]], seq_len: int, batch: int, workers: int, world: int):
-    from gpt_dist.config import load_config
+def time_loader(sources: list[tuple[Path, float]], seq_len: int, batch: int, workers: int, rank: int, world: int,
+                batches: int) -> float:
+    """Tokens per second of the training loader of `rank` of `world` over `sources`."""
+    from gpt_dist.data.loader import TrainLoader
 
-    listing = ", ".join(f"{{path: '{p}', weight: {w}}}" for p, w in sources)
-    return load_config([], [
-        "model.preset=gpt2", f"train.seq_len={seq_len}", f"train.micro_batch_size={batch}",
-        f"train.global_batch_tokens={batch * seq_len * world}", f"data.train=[{listing}]",
-        f"data.num_workers={workers}",
-    ])
-
-
-def time_loader(cfg, rank: int, world: int, batches: int) -> float:
-    from gpt_dist.data.loader import build_train_loader
-
-    it = iter(build_train_loader(cfg, rank, world))
+    loader = TrainLoader([(str(p), w) for p, w in sources], seq_len=seq_len, micro_batch_size=batch, seed=1234,
+                         rank=rank, world_size=world, num_workers=workers)
+    it = iter(loader)
     for _ in range(20):  # warm-up: workers started, shards mapped and checksummed
         next(it)
     t = time.perf_counter()
@@ -92,7 +85,7 @@ def bench_loader(args) -> dict:
     ]
     out = {}
     for name, sources, workers, world in cases:
-        rate = time_loader(loader_config(sources, args.seq_len, args.batch, workers, world), 0, world, args.batches)
+        rate = time_loader(sources, args.seq_len, args.batch, workers, 0, world, args.batches)
         out[name] = round(rate / 1e6, 2)
         print(f"loader  {name:55s} {rate / 1e6:8.2f} M tokens/s", flush=True)
     return {"loader_mtokens_per_s": out, "seq_len": args.seq_len, "micro_batch": args.batch}

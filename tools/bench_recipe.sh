@@ -5,8 +5,9 @@
 #
 # In a fresh OUT_DIR/work (a copy of configs/): the main job first (prepare --sample, train
 # configs/sample_cpu.yaml), then every command of the README's recipe block as written. Writes
-# OUT_DIR/times.tsv (command, seconds), OUT_DIR/answers.txt (what `generate --chat` and `chat`
-# printed) and OUT_DIR/machine.txt (date, CPU, cores, load average before and after).
+# OUT_DIR/times.tsv (command, seconds), what the last three commands printed
+# (OUT_DIR/generate_chat.txt, generate_cpt.txt, chat.txt) and OUT_DIR/machine.txt (date, CPU,
+# cores, load average before and after).
 # GPT_DIST selects the gpt-dist executable (default: the one on PATH), PYTHON the interpreter.
 set -euo pipefail
 
@@ -25,7 +26,6 @@ rm -rf "$work" && mkdir -p "$work" && cp -r "$repo/configs" "$work/configs"
     echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$out/machine.txt"
 printf 'command\tseconds\n' >"$out/times.tsv"
-: >"$out/answers.txt"
 
 timed() {  # timed STDIN_TEXT COMMAND...: run in $work, append its wall-clock seconds to times.tsv
     local stdin=$1 start end
@@ -49,10 +49,10 @@ timed "" "$gpt_dist" train configs/sft_sample.yaml
 timed "" "$gpt_dist" train configs/dpo_sample.yaml
 timed "" "$gpt_dist" convert to-hf runs/dpo/ckpt exports/dpo-hf
 timed "" "$gpt_dist" generate --model exports/dpo-hf --chat --prompt "What is the capital of France?" "What is 2 plus 3?" --temperature 0
-cat last.out >>"$out/answers.txt"
+cp last.out "$out/generate_chat.txt"
 timed "" "$gpt_dist" generate --model runs/cpt/ckpt --prompt "Day 3 of the voyage." --max-new-tokens 40 --seed 1
-cat last.out >>"$out/answers.txt"
+cp last.out "$out/generate_cpt.txt"
 timed "What is the capital of France?\n/reset\nWhat is 2 plus 3?\n" "$gpt_dist" chat --model runs/sft/ckpt --temperature 0
-cat last.out >>"$out/answers.txt"
+cp last.out "$out/chat.txt"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
-cat "$out/machine.txt" "$out/times.tsv" "$out/answers.txt"
+cat "$out/machine.txt" "$out/times.tsv" "$out/generate_chat.txt" "$out/generate_cpt.txt" "$out/chat.txt"

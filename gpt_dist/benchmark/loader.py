@@ -38,8 +38,8 @@ def run_loader_benchmark(
     workers: int | None = None,
 ) -> dict[str, Any]:
     """Time the training loader over the shard set at `path`; the `loader` object of `gpt-dist bench`."""
-    from gpt_dist.config import Config, DataConfig, DataSource, TrainConfig
-    from gpt_dist.data.loader import build_train_loader
+    from gpt_dist.config import DataConfig, TrainConfig
+    from gpt_dist.data.loader import TrainLoader
     from gpt_dist.data.shards import read_manifest
 
     if micro_batch < 1:
@@ -50,12 +50,10 @@ def run_loader_benchmark(
         raise UserError(f"--warmup: {warmup} must be 0 or more")
     split = train_split_dir(path)
     seq_len = read_manifest(split, key="--data").seq_len
-    data = DataConfig(train=[DataSource(path=str(split), weight=1.0)])
-    if workers is not None:
-        data.num_workers = workers
-    cfg = Config(data=data, train=TrainConfig(micro_batch_size=micro_batch, seq_len=seq_len))
+    workers = DataConfig.num_workers if workers is None else workers  # the training default
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    loader = iter(build_train_loader(cfg, rank=rank, world_size=world))
+    loader = iter(TrainLoader([(str(split), 1.0)], seq_len=seq_len, micro_batch_size=micro_batch,
+                              seed=TrainConfig.seed, rank=rank, world_size=world, num_workers=workers))
     for _ in range(warmup):
         next(loader)
     tokens = 0
@@ -69,7 +67,7 @@ def run_loader_benchmark(
         "data": str(split),
         "seq_len": seq_len,
         "micro_batch": micro_batch,
-        "workers": cfg.data.num_workers,
+        "workers": workers,
         "rank": rank,
         "world_size": world,
         "batches": batches,

@@ -17,9 +17,11 @@ read at every torch.load) overrides that inside `weights_only_loads()`.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pickle
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,30 +32,38 @@ from gpt_dist.errors import CheckpointError
 _FORCE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 
 
-def allowed_globals() -> list[Any]:
+# By name: importing deepspeed costs seconds and prints its accelerator banner, so a reader of a
+# ZeRO-0 checkpoint (generate, chat) imports it only when a file names one of these.
+DEEPSPEED_ALLOWED = (
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+)
+
+
+def allowed_globals(with_deepspeed: bool = True) -> list[Any]:
     """The classes and functions our checkpoint files may name (see the module docstring)."""
     import numpy as np
 
     allowed: list[Any] = [np.ndarray, np.dtype, np.dtype(np.uint32).__class__, np.dtype(np.float64).__class__]
     core = getattr(np, "_core", None) or np.core  # numpy 2 renamed core to _core
     allowed.append(core.multiarray._reconstruct)
-    try:
-        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
-        from deepspeed.runtime.zero.config import ZeroStageEnum
-        from deepspeed.utils.tensor_fragment import fragment_address
-    except ImportError:  # reading a ZeRO-0 checkpoint needs none of them
-        return allowed
-    return allowed + [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+    if with_deepspeed:
+        for name in DEEPSPEED_ALLOWED:
+            module, attr = name.rsplit(".", 1)
+            allowed.append(getattr(importlib.import_module(module), attr))
+    return allowed
 
 
 @contextlib.contextmanager
-def weights_only_loads() -> Iterator[None]:
+def weights_only_loads(with_deepspeed: bool = True) -> Iterator[None]:
     """Inside: every torch.load in this process (DeepSpeed's included) is weights-only, with
     `allowed_globals()`; a refused file raises CheckpointError naming it (see `refusal`)."""
     before = os.environ.get(_FORCE)
     os.environ[_FORCE] = "1"
     try:
-        with torch.serialization.safe_globals(allowed_globals()):
+        with torch.serialization.safe_globals(allowed_globals(with_deepspeed)):
             yield
     finally:
         if before is None:
@@ -66,8 +76,11 @@ def refusal(e: BaseException) -> str | None:
     """The global a weights-only load refused, if `e` (or its cause) is that refusal."""
     while e is not None:
         if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e):
-            m = re.search(r"(?:GLOBAL|global:?) ([\w.]+)|got <class '([\w.]+)'>", str(e))
-            return (m.group(1) or m.group(2)) if m else "an object that is not a tensor or plain data"
+            for pattern in (r"GLOBAL ([\w.]+)", r"got <class '([\w.]+)'>", r"global:? ([\w.]+)"):
+                m = re.search(pattern, str(e))
+                if m:
+                    return m.group(1)
+            return "an object that is not a tensor or plain data"
         e = e.__cause__ or e.__context__
     return None
 
@@ -83,8 +96,15 @@ def refused_error(path: str | Path, what: str) -> CheckpointError:
 def load_file(path: str | Path, *, mmap: bool = False) -> Any:
     """torch.load of one of our checkpoint files (CPU), weights-only. Raises CheckpointError
     naming the file: refused (it would run code) or unreadable (damaged)."""
+    with_deepspeed = "deepspeed" in sys.modules
     try:
-        with weights_only_loads():
+        try:
+            with weights_only_loads(with_deepspeed):
+                return torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            if with_deepspeed or refusal(e) not in DEEPSPEED_ALLOWED:
+                raise
+        with weights_only_loads(with_deepspeed=True):  # a DeepSpeed optimizer file: now import them
             return torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure: refused or damaged
         what = refusal(e)

@@ -23,7 +23,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -71,27 +71,28 @@ class ShardSet:
         return [s.sequences for s in self.shards]
 
 
-def open_shard_set(path: str, weight: float, cfg: Config, key: str, skipped: list[str]) -> ShardSet:
+def open_shard_set(path: str, weight: float, seq_len: int, skip_corrupt_shards: bool, key: str,
+                   skipped: list[str]) -> ShardSet:
     """Read and check a shard set's manifest; with skip_corrupt_shards drop (and list) bad shards."""
     m = read_manifest(path, key=key)
-    if m.seq_len != cfg.seq_len:
+    if m.seq_len != seq_len:
         raise DataError(
-            f"{key}: {path} holds sequences of seq_len {m.seq_len} but this run uses {cfg.seq_len} "
+            f"{key}: {path} holds sequences of seq_len {m.seq_len} but this run uses {seq_len} "
             f"(train.seq_len, else model.block_size); set train.seq_len: {m.seq_len}, or re-run "
-            f"`gpt-dist prepare --seq-len {cfg.seq_len}`"
+            f"`gpt-dist prepare --seq-len {seq_len}`"
         )
     shards = []
     for rec in m.shards:
         shard_path = Path(path) / rec.name
         problem = check_shard_file(shard_path, rec)
-        if problem is None and cfg.data.skip_corrupt_shards:
+        if problem is None and skip_corrupt_shards:
             try:
                 read_tokens(shard_path, rec, m.seq_len, m.dtype, verify=True, vocab_size=m.tokenizer.get("vocab_size"))
             except DataError as e:
                 problem = str(e)
         if problem is None:
             shards.append(rec)
-        elif cfg.data.skip_corrupt_shards:
+        elif skip_corrupt_shards:
             log.warning("skipping shard %s: %s", shard_path, problem)
             skipped.append(f"{shard_path}: {problem}")
         else:
@@ -101,7 +102,7 @@ def open_shard_set(path: str, weight: float, cfg: Config, key: str, skipped: lis
             )
     if not shards:
         raise DataError(f"{key}: {path}: no usable shards (all {len(m.shards)} are missing or corrupt)")
-    return ShardSet(str(path), weight, m, shards, cfg.data.skip_corrupt_shards)
+    return ShardSet(str(path), weight, m, shards, skip_corrupt_shards)
 
 
 class SourcedSpec(dict):
@@ -229,21 +230,22 @@ class _TrainStream(IterableDataset):
 class TrainLoader:
     """Infinite micro-batches for one rank; `state_dict()` / `load_state_dict()` for exact resume."""
 
-    def __init__(self, cfg: Config, rank: int, world_size: int):
-        if not cfg.data.train:
+    def __init__(self, sources: Sequence[tuple[str, float]], *, seq_len: int, micro_batch_size: int, seed: int,
+                 rank: int, world_size: int, shuffle_window: int = 8, num_workers: int = 1,
+                 verify_checksums: bool = True, skip_corrupt_shards: bool = False):
+        """sources: (shard set directory, weight) pairs; the other arguments are the data.* and
+        train.* values of the same names (micro_batch_size sequences per rank)."""
+        if not sources:
             raise UserError("data.train: no shard sets; list them, e.g. data.train: [{path: data/sample/train}]")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.skipped_shards: list[str] = []
-        self.sets = [open_shard_set(s.path, s.weight, cfg, f"data.train[{i}].path", self.skipped_shards)
-                     for i, s in enumerate(cfg.data.train)]
+        self.sets = [open_shard_set(path, weight, seq_len, skip_corrupt_shards, f"data.train[{i}].path",
+                                    self.skipped_shards)
+                     for i, (path, weight) in enumerate(sources)]
         self.tokenizer_spec = _common_tokenizer(self.sets)
-        self.seq_len = cfg.seq_len
-        self.batch = cfg.train.micro_batch_size
-        self.seed = cfg.train.seed
-        self.window = cfg.data.shuffle_window
-        self.num_workers = cfg.data.num_workers
-        self.verify = cfg.data.verify_checksums
+        self.seq_len, self.batch, self.seed = seq_len, micro_batch_size, seed
+        self.window, self.num_workers, self.verify = shuffle_window, num_workers, verify_checksums
         self.rank, self.world = rank, world_size
         self._schedule = MixSchedule([s.weight for s in self.sets], self.seed)
 
@@ -319,30 +321,32 @@ class ValLoader:
     batches, as ZeRO-3 forward passes need all ranks.
     """
 
-    def __init__(self, cfg: Config, rank: int, world_size: int):
-        self.batch = cfg.train.micro_batch_size
+    def __init__(self, path: str | None, *, seq_len: int, micro_batch_size: int, max_batches: int, rank: int,
+                 world_size: int, verify_checksums: bool = True, skip_corrupt_shards: bool = False):
+        """path: the validation shard set (None: no validation); max_batches per rank."""
+        self.batch = micro_batch_size
         self.rank, self.world = rank, world_size
         self.tokenizer_spec: dict[str, Any] | None = None
         self.skipped_shards: list[str] = []
         self.set: ShardSet | None = None
         self.n_batches = 0
-        if cfg.data.val is None:
+        if path is None:
             return
-        self.set = open_shard_set(cfg.data.val, 1.0, cfg, "data.val", self.skipped_shards)
+        self.set = open_shard_set(path, 1.0, seq_len, skip_corrupt_shards, "data.val", self.skipped_shards)
         self.tokenizer_spec = self.set.manifest.tokenizer
         total = sum(self.set.counts)
         per_round = world_size * self.batch
-        self.n_batches = min(cfg.eval.batches, total // per_round)
+        self.n_batches = min(max_batches, total // per_round)
         if self.n_batches == 0:
             raise DataError(
-                f"data.val: {cfg.data.val} has {total} sequences, fewer than one round of {world_size} ranks x "
+                f"data.val: {path} has {total} sequences, fewer than one round of {world_size} ranks x "
                 f"micro_batch_size {self.batch}; build a larger validation split (gpt-dist prepare --val-fraction) "
                 f"or lower train.micro_batch_size"
             )
         n = self.n_batches * per_round
         self._global = (np.arange(n, dtype=np.int64) * total) // n
         self._offsets = np.concatenate([[0], np.cumsum(self.set.counts)])
-        self._verify = cfg.data.verify_checksums
+        self._verify = verify_checksums
 
     def __len__(self) -> int:
         return self.n_batches
@@ -362,10 +366,16 @@ class ValLoader:
 
 
 def build_train_loader(cfg: Config, rank: int, world_size: int) -> TrainLoader:
-    """The training loader of `rank` (0-based) among `world_size` data-parallel ranks."""
-    return TrainLoader(cfg, rank, world_size)
+    """The training loader of `rank` (0-based) among `world_size` data-parallel ranks, from a run config."""
+    d = cfg.data
+    return TrainLoader([(s.path, s.weight) for s in d.train], seq_len=cfg.seq_len,
+                       micro_batch_size=cfg.train.micro_batch_size, seed=cfg.train.seed, rank=rank,
+                       world_size=world_size, shuffle_window=d.shuffle_window, num_workers=d.num_workers,
+                       verify_checksums=d.verify_checksums, skip_corrupt_shards=d.skip_corrupt_shards)
 
 
 def build_val_loader(cfg: Config, rank: int, world_size: int) -> ValLoader:
     """At most cfg.eval.batches fixed micro-batches of cfg.data.val per rank (none when it is null)."""
-    return ValLoader(cfg, rank, world_size)
+    return ValLoader(cfg.data.val, seq_len=cfg.seq_len, micro_batch_size=cfg.train.micro_batch_size,
+                     max_batches=cfg.eval.batches, rank=rank, world_size=world_size,
+                     verify_checksums=cfg.data.verify_checksums, skip_corrupt_shards=cfg.data.skip_corrupt_shards)

@@ -112,12 +112,7 @@ def kernel_name(kernel: Kernel | None) -> str | None:
 def flash_attention(q, k, v, mask=None, segments=None):
     """FlashAttention-2; packed rows through its variable-length kernel (no mask at all)."""
     if segments is not None:
-        from flash_attn import flash_attn_varlen_func
-
-        b, t, h, d = q.shape
-        q, k, v = (x.reshape(b * t, h, d) for x in (q, k, v))
-        cu, n = segments.cu_seqlens, segments.max_len
-        return flash_attn_varlen_func(q, k, v, cu, cu, n, n, causal=True).view(b, t, h, d)
+        return _flash_varlen(q, k, v, segments)
     if mask is None and q.shape[1] == k.shape[1]:
         from flash_attn import flash_attn_func
 
@@ -129,12 +124,30 @@ def sdpa_attention(q, k, v, mask=None, segments=None):
     """torch SDPA. Packed rows run one causal SDPA per segment, so its fused kernels apply and
     no (T, T) mask exists; an explicit mask (KV cache) goes to SDPA as given."""
     if segments is not None:
-        b, t, h, d = q.shape
-        q, k, v = (x.reshape(b * t, h, d) for x in (q, k, v))
-        b_ = segments.bounds
-        out = [_sdpa(q[None, s:e], k[None, s:e], v[None, s:e], None)[0] for s, e in zip(b_, b_[1:])]
-        return torch.cat(out).view(b, t, h, d)
+        return _sdpa_per_segment(q, k, v, segments)
     return _sdpa(q, k, v, mask)
+
+
+# The packed paths stay outside torch.compile's graphs (a graph break around them): their
+# segment boundaries change with every batch, and a graph specialised on them would recompile
+# each step.
+@torch.compiler.disable
+def _flash_varlen(q, k, v, segments: Segments) -> torch.Tensor:
+    from flash_attn import flash_attn_varlen_func
+
+    b, t, h, d = q.shape
+    q, k, v = (x.reshape(b * t, h, d) for x in (q, k, v))
+    cu, n = segments.cu_seqlens, segments.max_len
+    return flash_attn_varlen_func(q, k, v, cu, cu, n, n, causal=True).view(b, t, h, d)
+
+
+@torch.compiler.disable
+def _sdpa_per_segment(q, k, v, segments: Segments) -> torch.Tensor:
+    b, t, h, d = q.shape
+    q, k, v = (x.reshape(b * t, h, d) for x in (q, k, v))
+    bounds = segments.bounds
+    out = [_sdpa(q[None, s:e], k[None, s:e], v[None, s:e], None)[0] for s, e in zip(bounds, bounds[1:])]
+    return torch.cat(out).view(b, t, h, d)
 
 
 def _sdpa(q, k, v, mask):

@@ -1,48 +1,20 @@
 """A real training run's checkpoints, made in process (one gloo rank, ZeRO-3, a tiny GPT-2 on
-SFT rows): tags step_00000001 and step_00000002. Tests copy the run dir and damage the copy."""
+SFT rows): tags step_00000001 and step_00000002 of a
+3-step schedule. Tests copy the run dir and damage the copy."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
-
-
-def sft_config(root: Path, *extra: str):
-    from gpt_dist.config import load_config
-
-    data = root.parent / "sft.jsonl"
-    if not data.is_file():
-        with data.open("w") as f:
-            for i in range(8):
-                f.write(json.dumps({"prompt": f"Count to {i}.", "completion": " ".join(map(str, range(i + 1)))}) + "\n")
-    return load_config([], [
-        "stage=sft", f"run_dir={root}", "tokenizer.kind=gpt2", "model.preset=tiny", "model.block_size=64",
-        f"data.train=[{{path: {data}}}]", "train.seq_len=64", "train.micro_batch_size=2",
-        "train.global_batch_tokens=128", "train.max_steps=2", "train.precision=fp32", "engine.zero_stage=3",
-        "log.progress_bar=false", "checkpoint.every_steps=1", "checkpoint.keep_last=3", *extra,
-    ])
-
-
-def run_train(cfg):
-    from gpt_dist.engine.trainer import train
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return train(cfg)
-    finally:
-        torch.set_num_threads(before)
+from checkpoint_helpers import run_train, sft_config
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ckpt_run") / "run"
-    run_train(sft_config(root))
+    run_train(sft_config(root, "train.exit_after_steps=2"))  # the schedule runs to 3; resumes finish it
     return root
 
 
@@ -51,22 +23,3 @@ def run_copy(trained_run, tmp_path) -> Path:
     dst = tmp_path / "run"
     shutil.copytree(trained_run, dst)
     return dst
-
-
-class RunsCode:
-    """Pickles to a call of os.system: unpickling it creates `marker`."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def plant(path: Path, marker: Path) -> None:
-    """Replace `path` by a file whose unpickling runs code, and record it in the tag's manifest
-    as if it had been saved there, so that only the weights-only load stands in its way."""
-    from gpt_dist.checkpoint.manifest import write_manifest
-
-    torch.save({"module": RunsCode(marker), "optimizer_state_dict": RunsCode(marker)}, path)
-    write_manifest(path.parent)

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import run_train, sft_config
+from checkpoint_helpers import run_train, sft_config
 
 from gpt_dist.checkpoint.loader import load_weights
 from gpt_dist.errors import CheckpointError

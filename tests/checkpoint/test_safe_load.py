@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import plant, run_train, sft_config
+from checkpoint_helpers import plant, run_train, sft_config
 
 from gpt_dist.cli import main as cli
 from gpt_dist.errors import CheckpointError
