@@ -51,7 +51,7 @@ def eval_loss(ckpt, val_dir) -> float:
 
 
 def test_llama_zero3_trains_resumes_on_another_world_size_and_converts(run_train, sample_shards, tmp_path, monkeypatch):
-    ref = run_train(tmp_path / "ref", overrides=LLAMA)
+    ref = run_train(tmp_path / "ref", world=1, overrides=LLAMA)
     assert ref.returncode == 0, ref.output[-3000:]
     losses = ref.losses()
     assert losses[STEPS] < losses[1]
@@ -63,18 +63,17 @@ def test_llama_zero3_trains_resumes_on_another_world_size_and_converts(run_train
     assert second.returncode == 0, second.output[-3000:]
     resumed = [e for e in second.events() if e["event"] == "resumed"]
     assert resumed and resumed[0]["world_size"] == 1
-    for step in range(3, STEPS + 1):  # same samples and state; only the gradient sums' order differs
-        assert second.losses()[step] == pytest.approx(losses[step], abs=1e-5), step
+    for step in range(1, STEPS + 1):  # same samples and state; only the gradient sums' order differs
+        got = first.losses()[step] if step <= 2 else second.losses()[step]
+        assert got == pytest.approx(losses[step], abs=1e-5), step
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for run_dir, tag, world in ((tmp_path / "ref", "step_00000004", 2), (tmp_path / "run", "step_00000004", 1)):
-        ckpt = run_dir / "ckpt" / tag
+    for ckpt, world in ((tmp_path / "run" / "ckpt" / "step_00000002", 2), (tmp_path / "ref" / "ckpt" / "step_00000004", 1)):
         meta = json.loads((ckpt / "gpt_dist.json").read_text())
         assert (meta["zero_stage"], meta["world_size"]) == (3, world)
-        out = export_hf(ckpt, tmp_path / f"hf_{run_dir.name}_{tag}")
+        out = export_hf(ckpt, tmp_path / f"hf_{world}")
         assert json.loads((out / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
         assert hf_loss(out, sample_shards / "val") == pytest.approx(eval_loss(ckpt, sample_shards / "val"), abs=1e-5)
-
 
 MUON = LLAMA + ["train.optimizer=muon", "train.grad_clip=0", "train.schedule=wsd", "train.decay_fraction=0.5"]
 

@@ -76,7 +76,7 @@ def test_deepspeed_config_and_bad_settings(tmp_path):
         build_ds_config(cfg, run_geometry(cfg, 1))
 
 
-@pytest.mark.parametrize("stage", [0, 3])
+@pytest.mark.parametrize("stage", [2])  # ZeRO-3 on 2 ranks: tests/engine/test_llama_training.py
 def test_muon_run_trains_and_resumes_exactly(stage, sample_shards, tmp_path):
     over = [f"engine.zero_stage={stage}", "train.max_steps=4", "checkpoint.every_steps=2"]
     ref = train(config(sample_shards, tmp_path / "ref", *over))
