@@ -34,6 +34,8 @@ TOKENIZER_KINDS = ("gpt2", "sentencepiece", "bpe")
 WANDB_MODES = ("online", "offline", "disabled")
 OVERLONG_POLICIES = ("drop_turns", "drop_sample")
 RESUME_MODES = ("auto", "never")
+ARCHS = ("gpt2", "llama")
+OPTIMIZERS = ("adamw", "muon")
 
 
 class ConfigError(UserError, ValueError):
@@ -42,7 +44,11 @@ class ConfigError(UserError, ValueError):
 
 @dataclass
 class ModelConfig:
-    """GPT-2 shape. `preset` fills every shape field left unset (null)."""
+    """Model family and shape. `preset` fills every shape field left unset (null).
+
+    `arch`: gpt2 (learned positions, LayerNorm, GELU, biases, tied head) or llama (RMSNorm,
+    rotary positions, SwiGLU, grouped-query attention, no biases); null = the preset's, else gpt2.
+    """
 
     preset: Optional[str] = None
     n_layer: Optional[int] = None
@@ -62,11 +68,30 @@ class ModelConfig:
     # exist at once (same loss and gradients); 0 = one piece (the plain path).
     loss_chunk_tokens: int = 1024
     dropout: float = 0.0
-    bias: bool = True
+    arch: Optional[str] = None
+    # Biases in every linear layer and norm; null = the arch's (gpt2: true, llama: false).
+    bias: Optional[bool] = None
+    # llama only. Key/value heads (grouped-query attention; null = n_head, plain multi-head).
+    n_kv_head: Optional[int] = None
+    # Rotary position embedding base (LLaMA 1/2: 10000, LLaMA 3: 500000).
+    rope_theta: float = 10000.0
+    # SwiGLU hidden size = 8/3 n_embd rounded up to a multiple of this (LLaMA's multiple_of).
+    mlp_multiple: Optional[int] = None  # null = 256
+    # RMSNorm on each head's queries and keys before the rotary embedding.
+    qk_norm: bool = False
+    norm_eps: float = 1.0e-5  # llama: RMSNorm epsilon
+    # The LM head shares the token embedding's weight (gpt2 always does).
+    tie_embeddings: bool = True
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        """SwiGLU hidden width: LLaMA's int(2/3 * 4 * n_embd), rounded up to mlp_multiple."""
+        h = int(2 * 4 * self.n_embd / 3)
+        return -(-h // self.mlp_multiple) * self.mlp_multiple
 
     @property
     def padded_vocab_size(self) -> int:
@@ -128,6 +153,12 @@ class TrainConfig:
     # warmup-stable-decay: fraction of the run spent decaying at the end.
     decay_fraction: float = 0.2
     weight_decay: float = 0.1
+    # adamw: AdamW for every weight. muon: DeepSpeed's Muon (momentum, then Newton-Schulz
+    # orthogonalisation) for the blocks' 2-D weights, AdamW at train.lr for the embedding, head,
+    # norms and biases. muon_lr follows the same schedule as lr (scaled by muon_lr / lr).
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02  # Muon's peak learning rate (train.optimizer: muon)
+    muon_momentum: float = 0.95  # Muon's momentum (Nesterov)
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1.0e-8
@@ -439,6 +470,9 @@ def resolve_model_config(m: ModelConfig) -> ModelConfig:
         for k, v in PRESETS[m.preset].items():
             if getattr(m, k) is None:
                 setattr(m, k, v)
+    if m.arch is None:
+        m.arch = "gpt2"
+    choice(m.arch, "model.arch", ARCHS)
     for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
         need(getattr(m, k) is not None, f"model.{k}", "not set", "set it or choose a model.preset")
         need(getattr(m, k) > 0, f"model.{k}", f"must be positive, got {getattr(m, k)}", "use a positive integer")
@@ -448,6 +482,7 @@ def resolve_model_config(m: ModelConfig) -> ModelConfig:
         f"{m.n_embd} is not divisible by model.n_head={m.n_head}",
         f"use an n_embd that is a multiple of n_head (e.g. {m.n_head * max(1, round(m.n_embd / m.n_head))})",
     )
+    _resolve_arch(m)
     need(m.vocab_pad_multiple >= 1, "model.vocab_pad_multiple", "must be >= 1", "use 1 (no padding), 64 or 128")
     need(0.0 <= m.dropout < 1.0, "model.dropout", f"{m.dropout} is outside [0, 1)", "use 0.0 for pre-training")
     choice(m.attn_impl, "model.attn_impl", ATTN_IMPLS)
@@ -458,6 +493,33 @@ def resolve_model_config(m: ModelConfig) -> ModelConfig:
     return m
 
 
+def _resolve_arch(m: ModelConfig) -> None:
+    """Fill and check the fields that differ between the families."""
+    if m.arch == "gpt2":
+        m.bias = True if m.bias is None else m.bias
+        m.n_kv_head = m.n_head if m.n_kv_head is None else m.n_kv_head
+        need(m.n_kv_head == m.n_head, "model.n_kv_head", f"{m.n_kv_head} differs from model.n_head={m.n_head}, but "
+             "gpt2 has no grouped-query attention", "drop model.n_kv_head, or use model.arch: llama")
+        need(m.tie_embeddings, "model.tie_embeddings", "gpt2's LM head is always the token embedding",
+             "drop model.tie_embeddings, or use model.arch: llama")
+        need(not m.qk_norm, "model.qk_norm", "gpt2 has no QK-norm", "drop model.qk_norm, or use model.arch: llama")
+        need(m.mlp_multiple is None, "model.mlp_multiple", "gpt2's MLP is always 4 * n_embd wide",
+             "drop model.mlp_multiple, or use model.arch: llama")
+        return
+    m.bias = False if m.bias is None else m.bias
+    need(not m.bias, "model.bias", "llama has no biases", "drop model.bias (or set it false)")
+    m.n_kv_head = m.n_head if m.n_kv_head is None else m.n_kv_head
+    need(1 <= m.n_kv_head <= m.n_head and m.n_head % m.n_kv_head == 0, "model.n_kv_head",
+         f"{m.n_kv_head} must be between 1 and model.n_head={m.n_head} and divide it",
+         f"use one of {', '.join(str(d) for d in range(1, m.n_head + 1) if m.n_head % d == 0)}")
+    need(m.head_dim % 2 == 0, "model.n_embd", f"head size n_embd/n_head={m.head_dim} is odd, rotary embeddings "
+         "rotate pairs of channels", "choose n_embd and n_head with an even n_embd/n_head (e.g. 64)")
+    need(m.rope_theta > 0, "model.rope_theta", f"must be positive, got {m.rope_theta}", "use 10000.0 or 500000.0")
+    m.mlp_multiple = 256 if m.mlp_multiple is None else m.mlp_multiple
+    need(m.mlp_multiple >= 1, "model.mlp_multiple", f"must be >= 1, got {m.mlp_multiple}", "use 256 (LLaMA) or e.g. 32")
+    need(m.norm_eps > 0, "model.norm_eps", f"must be positive, got {m.norm_eps}", "use 1e-5 or 1e-6")
+
+
 def resolve_and_validate(cfg: Config) -> Config:
     """Check values that depend on each other. Mutates (fills presets) and returns `cfg`."""
     choice(cfg.stage, "stage", STAGES)
@@ -466,6 +528,13 @@ def resolve_and_validate(cfg: Config) -> Config:
     t = cfg.train
     choice(t.precision, "train.precision", PRECISIONS)
     choice(t.schedule, "train.schedule", SCHEDULES)
+    choice(t.optimizer, "train.optimizer", OPTIMIZERS)
+    need(t.optimizer != "muon" or t.grad_clip == 0, "train.grad_clip",
+         f"{t.grad_clip} with train.optimizer: muon; under ZeRO, DeepSpeed clips Muon's orthogonalised update "
+         "(its norm is about sqrt(width) per matrix), not the gradient, which would shrink every step",
+         "set train.grad_clip: 0 (Muon's update has a fixed scale already)")
+    need(t.muon_lr > 0, "train.muon_lr", f"must be positive, got {t.muon_lr}", "use e.g. 0.02")
+    need(0.0 <= t.muon_momentum < 1.0, "train.muon_momentum", f"{t.muon_momentum} is outside [0, 1)", "use 0.95")
     need(t.micro_batch_size > 0, "train.micro_batch_size", "must be positive", "use e.g. 8")
     need(
         cfg.seq_len <= cfg.model.block_size,

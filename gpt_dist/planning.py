@@ -107,11 +107,16 @@ class _ModelSection:
 def num_parameters(m: ModelConfig, non_embedding: bool = False) -> int:
     """Parameters of the real model, counted as GPT.num_parameters() counts them.
 
-    Vocab padding rows are not parameters of the real model. The LM head is tied to the
-    token embedding, so it adds nothing. `non_embedding=True` follows Kaplan et al. 2020:
-    the token and position embeddings are left out.
+    Vocab padding rows are not parameters of the real model. A tied LM head is the token
+    embedding, so it adds nothing (an untied llama head does). `non_embedding=True` follows
+    Kaplan et al. 2020: the token and position embeddings (and an untied head) are left out.
     """
     d, L = m.n_embd, m.n_layer
+    if m.arch == "llama":  # RMSNorms, q/k/v/o with n_kv_head key/value heads, SwiGLU; no positions
+        hd, tables = m.head_dim, 1 if m.tie_embeddings else 2
+        attn = d * d + 2 * d * m.n_kv_head * hd + d * d + (2 * hd if m.qk_norm else 0)
+        n = L * (2 * d + attn + 3 * d * m.mlp_hidden) + d
+        return n if non_embedding else n + tables * m.vocab_size * d
     ln = 2 * d if m.bias else d  # LayerNorm weight (+ bias)
     attn = d * 3 * d + d * d + (4 * d if m.bias else 0)  # c_attn, c_proj
     mlp = d * 4 * d + 4 * d * d + (5 * d if m.bias else 0)  # c_fc, c_proj
@@ -135,7 +140,11 @@ def flops_per_token(m: ModelConfig, seq_len: int) -> float:
     12·L·d·T are the attention matmuls QKᵀ and AV over T = `seq_len` (PaLM counts them
     without the causal saving). Vocab padding is not counted: it is not model work.
     """
-    n = num_parameters(m) - m.block_size * m.n_embd
+    n = num_parameters(m)
+    if m.arch == "llama":  # an untied embedding is a lookup too; the head is the matmul
+        n -= 0 if m.tie_embeddings else m.vocab_size * m.n_embd
+    else:
+        n -= m.block_size * m.n_embd
     return 6.0 * n + 12.0 * m.n_layer * m.n_embd * seq_len
 
 

@@ -30,7 +30,10 @@ OUT = REPO / "docs" / "config.md"
 MEANINGS = {
     "stage": "which data, loss and starting point the run uses",
     "run_dir": "where metrics.jsonl, events.jsonl, loss_curve.png and (by default) ckpt/ go",
-    "model.preset": "gpt2, gpt2-medium, gpt2-large, gpt2-xl, mini or tiny; fills every shape field left null",
+    "model.preset": "gpt2, gpt2-medium, gpt2-large, gpt2-xl, mini, tiny, or llama-124m, llama-350m, llama-774m, "
+                    "llama-1.5b, llama-mini, llama-tiny (model.arch: llama); fills every shape field left null",
+    "model.arch": "model family: gpt2 (learned positions, LayerNorm, GELU, biases, tied head) or llama (RMSNorm, "
+                  "rotary positions, SwiGLU, grouped-query attention, no biases); null = the preset's, else gpt2",
     "model.n_layer": "transformer blocks",
     "model.n_head": "attention heads (n_embd must divide by it)",
     "model.n_embd": "model width",
@@ -39,7 +42,6 @@ MEANINGS = {
     "model.attn_impl": "auto: the flash-attn package's kernel on a GPU when installed, else PyTorch SDPA",
     "model.activation_checkpointing": "recompute each block in backward, keeping only its input",
     "model.dropout": "dropout probability (0 for pre-training as GPT-2 sizes are trained today)",
-    "model.bias": "biases in linear layers and LayerNorms (OpenAI's GPT-2 has them)",
     "tokenizer.kind": "gpt2 (tiktoken's BPE; the vocabulary ships with gpt_dist) or one from `gpt-dist train-tokenizer`",
     "data.train": "list of {path: SHARD_DIR or .jsonl, weight}: sources mixed by weight",
     "data.train[].path": "a shard directory from `gpt-dist prepare` (pretrain/cpt) or a jsonl file (sft/dpo)",
@@ -82,6 +84,8 @@ MEANINGS = {
 CHOICES = {
     "stage": config_module.STAGES,
     "model.attn_impl": config_module.ATTN_IMPLS,
+    "model.arch": config_module.ARCHS,
+    "train.optimizer": config_module.OPTIMIZERS,
     "tokenizer.kind": config_module.TOKENIZER_KINDS,
     "train.precision": config_module.PRECISIONS,
     "train.schedule": config_module.SCHEDULES,

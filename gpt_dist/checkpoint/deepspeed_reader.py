@@ -93,13 +93,14 @@ def model_config_from_metadata(meta: dict[str, Any], meta_file: Path) -> ModelCo
 def read_weights(tag_dir: Path, meta: dict[str, Any], cfg: ModelConfig) -> dict[str, LazyTensor]:
     """Every weight of the checkpoint in `tag_dir`, in our naming, checked against `cfg`.
 
-    Embedding rows as saved (padded_vocab_size, usually); no lm_head.weight (it is tied); a LoRA
+    Embedding rows as saved (padded_vocab_size, usually); no lm_head.weight when tied; a LoRA
     run's adapters merged into the weights they adapt. Errors (missing or truncated files,
     weights that do not fit the config) name the file.
     """
     meta_file = tag_dir / METADATA_FILE
     weights = read_raw_weights(tag_dir, meta)
-    weights.pop(LM_HEAD, None)
+    if cfg.tie_embeddings:
+        weights.pop(LM_HEAD, None)
     if lora.has_adapters(weights):
         weights = _merge_adapters(weights, meta, meta_file)
     check_shapes(

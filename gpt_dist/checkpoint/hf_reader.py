@@ -1,4 +1,4 @@
-"""Reading a Hugging Face GPT-2 directory (OpenAI's upload, or one we exported).
+"""Reading a Hugging Face GPT-2 or Llama directory (OpenAI's upload, or one we exported).
 
 Weights come from model.safetensors, a sharded model.safetensors.index.json, or the older
 pytorch_model.bin[.index.json]; they are opened lazily (safetensors and torch both
@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from gpt_dist.checkpoint import llama_adapter
 from gpt_dist.checkpoint.layout import METADATA_FORMAT
 from gpt_dist.checkpoint.lazy_tensor import LazyTensor
 from gpt_dist.checkpoint.tokenizer_files import chat_template_of, tokenizer_spec_of
@@ -44,7 +45,7 @@ def read_hf_dir(
     The metadata has gpt_dist.json's shape (step 0, config.model, tokenizer, chat_template)
     plus "source". Its tokenizer is GPT-2's when the directory's vocabulary is; another
     tokenizer is recorded only with `tokenizer_dir`, where its files are copied (hf_tokenizer).
-    A non-GPT-2 model, missing or damaged weight files, or weights that do not fit config.json
+    A model that is neither GPT-2 nor Llama, missing or damaged weight files, or weights that do not fit config.json
     raise CheckpointError naming the file.
     """
     hf_dir = Path(hf_dir)
@@ -55,8 +56,28 @@ def read_hf_dir(
         raise CheckpointError(f"{config_file}: missing; {hf_dir} is not a Hugging Face model directory") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
-    cfg = model_config_from_hf(conf, config_file)
+    if conf.get("model_type") == "llama":
+        cfg = llama_adapter.model_config_from_hf(conf, config_file)
+        weights = llama_adapter.from_hf(cfg, _open_weights(hf_dir), config_file)
+    else:
+        cfg, weights = _gpt2_weights(conf, config_file, hf_dir)
+    meta = {
+        "format": METADATA_FORMAT,
+        "step": 0,
+        "tokens_seen": 0,
+        "zero_stage": None,
+        "world_size": None,
+        "config": Config(model=cfg).to_dict(),
+        "tokenizer": tokenizer_spec_of(hf_dir, tokenizer_dir),
+        "chat_template": chat_template_of(hf_dir),
+        "metrics": {},
+        "source": {"kind": "huggingface", "path": str(hf_dir.resolve())},
+    }
+    return cfg, weights, meta
 
+
+def _gpt2_weights(conf: dict[str, Any], config_file: Path, hf_dir: Path) -> tuple[ModelConfig, dict[str, LazyTensor]]:
+    cfg = model_config_from_hf(conf, config_file)
     raw = _open_weights(hf_dir)  # HF name -> (shape, loader)
     weights: dict[str, LazyTensor] = {}
     for hf_name, (shape, load) in raw.items():
@@ -80,19 +101,7 @@ def read_hf_dir(
             f"{config_file}: tie_word_embeddings is false and lm_head.weight differs from the token embedding; "
             "GPT-2 ties them, so this model cannot be imported"
         )
-    meta = {
-        "format": METADATA_FORMAT,
-        "step": 0,
-        "tokens_seen": 0,
-        "zero_stage": None,
-        "world_size": None,
-        "config": Config(model=cfg).to_dict(),
-        "tokenizer": tokenizer_spec_of(hf_dir, tokenizer_dir),
-        "chat_template": chat_template_of(hf_dir),
-        "metrics": {},
-        "source": {"kind": "huggingface", "path": str(hf_dir.resolve())},
-    }
-    return cfg, weights, meta
+    return cfg, weights
 
 
 def _open_weights(hf_dir: Path) -> dict[str, tuple[tuple[int, ...], Any]]:

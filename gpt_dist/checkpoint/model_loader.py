@@ -22,10 +22,11 @@ from gpt_dist.checkpoint.deepspeed_reader import find_tag_dir, model_config_from
 from gpt_dist.checkpoint.hf_reader import is_hf_dir, read_hf_dir
 from gpt_dist.checkpoint.layout import METADATA_FILE, read_metadata
 from gpt_dist.checkpoint.lazy_tensor import materialize, own_storage
-from gpt_dist.checkpoint.state_dict_adapter import WTE, pad_vocab
+from gpt_dist.checkpoint.state_dict_adapter import LM_HEAD, WTE, pad_vocab
 from gpt_dist.checkpoint.tokenizer_files import load_our_tokenizer, tokenizer_spec_of
 from gpt_dist.config import ModelConfig
 from gpt_dist.errors import CheckpointError, UserError
+from gpt_dist.model.factory import build_model
 from gpt_dist.model.gpt import GPT
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -41,7 +42,7 @@ def load_weights(
 
     Returns (model config, state dict, metadata):
     - state dict: our parameter names, fp32 on the CPU, embedding with exactly
-      `cfg.vocab_size` rows (no padding) and no lm_head.weight (tied to the embedding);
+      `cfg.vocab_size` rows (no padding) and no lm_head.weight when tied to the embedding;
       `pad_vocab(state, cfg)` gives what `GPT(cfg).load_state_dict` takes.
     - metadata: gpt_dist.json's contents (step, tokens_seen, config, tokenizer, chat_template,
       metrics, ...) plus "source" {kind: gpt_dist|huggingface, path}; for a Hugging Face
@@ -58,7 +59,8 @@ def load_weights(
         weights = read_weights(tag_dir, meta, cfg)
         meta = dict(meta, source={"kind": "gpt_dist", "path": str(tag_dir.resolve())})
     state = materialize(weights)
-    state[WTE] = own_storage(state[WTE][: cfg.vocab_size])
+    for name in (WTE, LM_HEAD) if not cfg.tie_embeddings else (WTE,):
+        state[name] = own_storage(state[name][: cfg.vocab_size])
     return cfg, state, meta
 
 
@@ -141,7 +143,7 @@ def load_model(
     cfg.attn_impl = "auto"
     cfg.dropout = 0.0
     cfg.activation_checkpointing = False
-    model = GPT(cfg)
+    model = build_model(cfg)
     model.load_state_dict(pad_vocab(state, cfg))
     model = model.to(device=dev, dtype=pick_dtype(dtype, dev)).eval()
     return LoadedModel(model=model, metadata=meta, path=Path(path))

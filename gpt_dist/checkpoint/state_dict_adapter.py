@@ -37,8 +37,13 @@ def is_conv1d_weight(name: str) -> bool:
 
 def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every weight of GPT(cfg) in our naming -> its shape, with `vocab_size` embedding rows and
-    without lm_head.weight. (Written out rather than read off a meta-device model: that would
-    pull in torch's compiler stack, seconds of import; a test checks the two agree.)"""
+    without lm_head.weight (llama family: gpt_dist.checkpoint.llama_adapter, with it when untied).
+    (Written out rather than read off a meta-device model: that would pull in torch's compiler
+    stack, seconds of import; a test checks the two agree.)"""
+    if cfg.arch == "llama":
+        from gpt_dist.checkpoint import llama_adapter
+
+        return llama_adapter.param_shapes(cfg)
     c = cfg.n_embd
     shapes = {WTE: (cfg.vocab_size, c), "transformer.wpe.weight": (cfg.block_size, c)}
     per_block = {
@@ -61,14 +66,16 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def pad_vocab(state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Canonical state dict -> the one `GPT(cfg).load_state_dict` takes: the embedding padded
-    with zero rows to `cfg.padded_vocab_size`, and lm_head.weight the same tensor as it."""
+    with zero rows to `cfg.padded_vocab_size`, and lm_head.weight the same tensor as it (an
+    untied head padded the same way)."""
     out = dict(state)
-    wte = out[WTE]
-    pad = cfg.padded_vocab_size - wte.shape[0]
-    if pad > 0:
-        wte = torch.cat([wte, wte.new_zeros(pad, wte.shape[1])])
-    out[WTE] = wte
-    out[LM_HEAD] = wte
+
+    def padded(t: torch.Tensor) -> torch.Tensor:
+        pad = cfg.padded_vocab_size - t.shape[0]
+        return torch.cat([t, t.new_zeros(pad, t.shape[1])]) if pad > 0 else t
+
+    out[WTE] = padded(out[WTE])
+    out[LM_HEAD] = out[WTE] if cfg.tie_embeddings else padded(out[LM_HEAD])
     return out
 
 
@@ -79,7 +86,7 @@ def check_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: ModelConfig, where:
     `where` names the file holding the config, `fix` says what to do about a mismatch.
     """
     expected = param_shapes(cfg)
-    got = {k: tuple(v) for k, v in shapes.items() if k != LM_HEAD}
+    got = {k: tuple(v) for k, v in shapes.items() if k != LM_HEAD or LM_HEAD in expected}
     missing = sorted(set(expected) - set(got))
     unexpected = sorted(set(got) - set(expected))
     if missing or unexpected:
@@ -94,7 +101,7 @@ def check_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: ModelConfig, where:
             f"{where}: {field} (n_layer={cfg.n_layer}) does not match the weights ({'; '.join(detail)}); {fix}"
         )
     for name, shape in expected.items():
-        ok = got[name] == shape or (name == WTE and got[name] == (cfg.padded_vocab_size, cfg.n_embd))
+        ok = got[name] == shape or (name in (WTE, LM_HEAD) and got[name] == (cfg.padded_vocab_size, cfg.n_embd))
         if not ok:
             raise CheckpointError(
                 f"{where}: {_field_at_fault(name, got[name], shape)} does not match the weights: {name} has shape "
@@ -172,7 +179,8 @@ def model_config_from_hf(conf: Mapping[str, Any], config_file: Path) -> ModelCon
     def need(cond: bool, field: str, problem: str) -> None:
         if not cond:
             raise CheckpointError(
-                f"{config_file}: {field}: {problem}; only GPT-2 (GPT2LMHeadModel) models can be imported"
+                f"{config_file}: {field}: {problem}; only GPT-2 (GPT2LMHeadModel) and Llama (LlamaForCausalLM) "
+                "models can be imported"
             )
 
     model_type = conf.get("model_type")

@@ -101,6 +101,13 @@ def plan_resume(cfg: Config, dist: DistInfo) -> ResumePlan | None:
             log.warning("checkpoint.resume=auto: passing over damaged checkpoints (%s); resuming from %s, the newest "
                         "tag that validates", "; ".join(damaged), tag)
         universal = meta.get("world_size") != dist.world_size and cfg.engine.zero_stage > 0
+        if universal and cfg.train.optimizer == "muon":
+            # DeepSpeed's universal-checkpoint conversion knows Adam's states, not Muon's momentum.
+            raise CheckpointError(
+                f"{tag_dir}: saved by {meta.get('world_size')} ranks, this run has {dist.world_size}; with "
+                "train.optimizer: muon a run resumes only on the world size that saved it; relaunch with "
+                f"{meta.get('world_size')} ranks (or start from it with checkpoint.init_from and resume: never)"
+            )
         return ResumePlan(tag=tag, metadata=meta, universal=universal)
     if damaged:
         raise CheckpointError(

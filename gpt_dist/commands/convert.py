@@ -1,4 +1,4 @@
-"""`gpt-dist convert`: gpt_dist checkpoints to and from Hugging Face GPT-2 directories.
+"""`gpt-dist convert`: gpt_dist checkpoints to and from Hugging Face GPT-2 or Llama directories.
 The work is done by gpt_dist.conversion."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     to_hf = sub.add_parser(
         "to-hf",
-        help="a gpt_dist checkpoint (any ZeRO stage, any world size) -> a Hugging Face GPT-2 directory",
+        help="a gpt_dist checkpoint (any ZeRO stage, any world size) -> a Hugging Face GPT-2 (or, for model.arch: llama, Llama) directory",
         description="Write config.json, model.safetensors, generation_config.json, the tokenizer, the chat "
         "template (if any) and a model card. OUT_DIR appears only when complete.",
     )
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     from_hf = sub.add_parser(
         "from-hf",
-        help="a Hugging Face GPT-2 directory -> a gpt_dist checkpoint for checkpoint.init_from",
+        help="a Hugging Face GPT-2 or Llama directory -> a gpt_dist checkpoint for checkpoint.init_from",
         description="Write OUT_DIR/step_00000000/ (ZeRO-0 layout, gpt_dist.json, COMPLETE). "
         "OUT_DIR appears only when complete.",
     )

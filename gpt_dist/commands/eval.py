@@ -19,7 +19,7 @@ HELP = "evaluate a checkpoint or HF model: validation loss/perplexity, multiple-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help=HELP, description=HELP)
     p.add_argument("--model", required=True, metavar="CKPT_OR_HF_DIR",
-                   help="a gpt_dist checkpoint dir (latest complete tag), a step_NNNNNNNN tag folder, or a Hugging Face GPT-2 dir")
+                   help="a gpt_dist checkpoint dir (latest complete tag), a step_NNNNNNNN tag folder, or a Hugging Face GPT-2 or Llama dir")
     p.add_argument("--tag", default=None, help="checkpoint tag to evaluate (default: the latest complete one)")
     p.add_argument("--data", metavar="SHARDS_DIR",
                    help="validation shards: a dir with manifest.json, or the output of `gpt-dist prepare` (its val/ is used)")

@@ -1,6 +1,6 @@
-"""gpt_dist checkpoint -> Hugging Face GPT-2 directory (`gpt-dist convert to-hf`).
+"""gpt_dist checkpoint -> Hugging Face GPT-2 or Llama directory (`gpt-dist convert to-hf`).
 
-The directory holds config.json (GPT2LMHeadModel), model.safetensors (tied head stored once,
+The directory holds config.json (GPT2LMHeadModel, or LlamaForCausalLM for model.arch: llama), model.safetensors (tied head stored once,
 vocab padding sliced off), generation_config.json, the tokenizer with the same ids as ours,
 the chat template if the run had one, and a README.md model card. It appears only when
 complete (built in a temporary folder beside it, then renamed).
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from gpt_dist.checkpoint import llama_adapter
 from gpt_dist.checkpoint.deepspeed_reader import find_tag_dir, model_config_from_metadata, read_weights
 from gpt_dist.checkpoint.hf_reader import is_hf_dir
 from gpt_dist.checkpoint.layout import METADATA_FILE, read_metadata
@@ -58,19 +59,27 @@ def export_hf(ckpt_dir: str | Path, out_dir: str | Path, tag: str | None = None,
         )
     weights = read_weights(tag_dir, meta, cfg)
     torch_dtype = DTYPES[dtype]
-    conf = hf_config(cfg, eot_id=tok.eot_id, dtype=torch_dtype)
+    conf = (llama_adapter.hf_config if cfg.arch == "llama" else hf_config)(cfg, eot_id=tok.eot_id, dtype=torch_dtype)
 
     t0 = time.perf_counter()
     log.info("exporting %s (%d tensors) to %s as %s", tag_dir, len(weights), out_dir, dtype)
     with staged_output_dir(out_dir) as tmp:
         save_hf_tokenizer(tok, tmp, chat_template=meta.get("chat_template"), model_max_length=cfg.block_size)
-        layout = {name: (hf_shape(name, lt.shape, cfg), torch_dtype) for name, lt in weights.items()}
+        if cfg.arch == "llama":
+            shapes = llama_adapter.hf_layout(cfg, {name: lt.shape for name, lt in weights.items()})
+        else:
+            shapes = {name: hf_shape(name, lt.shape, cfg) for name, lt in weights.items()}
+        layout = {name: (shape, torch_dtype) for name, shape in shapes.items()}
 
         def converted():
             # One weight at a time: read (fp32), convert, cast, write, free. Popping each lazy
             # weight also lets go of the memory-mapped shards once the last one is read.
-            for name in list(layout):
-                yield name, to_hf_tensor(name, weights.pop(name).load(), cfg).to(torch_dtype)
+            for name in list(weights):
+                tensor = weights.pop(name).load()
+                if cfg.arch == "llama":  # one of ours is one or more of theirs
+                    yield from ((n, t.to(torch_dtype)) for n, t in llama_adapter.to_hf_tensors(name, tensor, cfg))
+                else:
+                    yield name, to_hf_tensor(name, tensor, cfg).to(torch_dtype)
 
         # "format": "pt" tells transformers these are PyTorch tensors.
         write_safetensors(tmp / "model.safetensors", layout, converted(), metadata={"format": "pt"})

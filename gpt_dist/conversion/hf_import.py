@@ -53,7 +53,7 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:
                 "buffer_names": [],
                 "optimizer": None,
                 "param_shapes": None,
-                "shared_params": {LM_HEAD: "transformer.wte.weight"},
+                "shared_params": {LM_HEAD: "transformer.wte.weight"} if cfg.tie_embeddings else {},
                 "lr_scheduler": None,
                 "skipped_steps": 0,
                 "global_steps": 0,

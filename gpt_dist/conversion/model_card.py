@@ -16,18 +16,21 @@ def model_card(
     step, tokens = meta.get("step", 0), meta.get("tokens_seen", 0)
     stage, world = meta.get("zero_stage"), meta.get("world_size")
     chat = meta.get("chat_template")
+    llama = cfg.arch == "llama"
+    kind = (f"A Llama-style language model (`LlamaForCausalLM`, {cfg.n_kv_head} key/value heads" if llama
+            else "A GPT-2 language model (`GPT2LMHeadModel`")
     lines = [
         "---",
         "library_name: transformers",
         "pipeline_tag: text-generation",
         "tags:",
-        "- gpt2",
+        f"- {cfg.arch}",
         "- gpt_dist",
         "---",
         "",
         f"# {name}",
         "",
-        f"A GPT-2 language model (`GPT2LMHeadModel`, {n_params / 1e6:,.1f}M parameters: {cfg.n_layer} layers, "
+        f"{kind}, {n_params / 1e6:,.1f}M parameters: {cfg.n_layer} layers, "
         f"{cfg.n_head} heads, {cfg.n_embd} hidden, {cfg.block_size} positions, {cfg.vocab_size:,} tokens), "
         "trained with gpt_dist.",
         "",

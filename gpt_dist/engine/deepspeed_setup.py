@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from gpt_dist.config import BatchGeometry, Config, ConfigError, run_geometry
+from gpt_dist.config import BatchGeometry, Config, ConfigError, TrainConfig, run_geometry
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,12 @@ def build_ds_config(cfg: Config, geometry: BatchGeometry, *, load_universal: boo
     elif t.precision == "fp16":
         ds["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
                       "hysteresis": 2, "min_loss_scale": 1}
+    if t.optimizer == "muon":
+        if offloads_optimizer(ds):
+            raise ConfigError(f"train.optimizer: muon cannot run with {path}'s offload_optimizer (DeepSpeed's CPU "
+                              "optimizer is Adam only); use train.optimizer: adamw or a config without offload")
+        # DeepSpeed's ZeRO-3 cannot orthogonalise partitions it reduce-scatters.
+        zero["reduce_scatter"] = False
     if offloads_optimizer(ds):
         # DeepSpeed's CPU Adam runs the update on the host; it reads its settings from here.
         ds["optimizer"] = {"type": "AdamW", "params": {"lr": t.lr, "betas": [t.beta1, t.beta2], "eps": t.eps,
@@ -79,33 +85,52 @@ def offloads_optimizer(ds: dict[str, Any]) -> bool:
     return off.get("device", "none") not in ("none", None)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: torch.nn.Module, weight_decay: float, muon: TrainConfig | None = None) -> list[dict[str, Any]]:
     """Weight decay on matrices (linear weights, embeddings); none on biases and LayerNorms.
     Frozen parameters (LoRA's base weights) are left out, and so is a group with nothing in it
-    (with LoRA every trainable tensor is a matrix)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+    (with LoRA every trainable tensor is a matrix).
+
+    With `muon` (train.optimizer: muon) the blocks' 2-D weights form a third group for Muon,
+    `lr_scale` = muon_lr / lr (the training loop sets each group's lr to schedule x lr_scale);
+    each parameter is tagged `use_muon`, which DeepSpeed's ZeRO stages read to orthogonalise
+    its partitions."""
+    decay, no_decay, hidden = [], [], []
+    for name, p in model.named_parameters():
         if p.requires_grad:
             # ZeRO-3 leaves a flat placeholder in the module; ds_shape is the parameter's shape.
-            (decay if len(getattr(p, "ds_shape", p.shape)) >= 2 else no_decay).append(p)
+            matrix = len(getattr(p, "ds_shape", p.shape)) >= 2
+            in_block = ".h." in f".{name}"  # transformer.h.N...: not the embedding or the head
+            if muon is not None:
+                p.use_muon = matrix and in_block
+            (hidden if muon is not None and matrix and in_block else decay if matrix else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if muon is not None:
+        for g in groups:
+            g.update(use_muon=False, lr_scale=1.0)
+        groups.append({"params": hidden, "weight_decay": weight_decay, "use_muon": True,
+                       "lr_scale": muon.muon_lr / muon.lr, "momentum": muon.muon_momentum})
     return [g for g in groups if g["params"]]
+
+
+def _groups_for(model: torch.nn.Module, t: TrainConfig) -> list[dict[str, Any]]:
+    return param_groups(model, t.weight_decay, t if t.optimizer == "muon" else None)
 
 
 def restore_optimizer_invariants(optimizer, model: torch.nn.Module, cfg: Config) -> None:
     """Undo two side effects of DeepSpeed's universal-checkpoint load (used when the world size
     changes): it copies the first parameter group's hyperparameters into every group, which
-    would put weight decay on biases and LayerNorms, and it gives every ZeRO-3 sub-group the
-    same `step` tensor, which AdamW then increments once per sub-group per iteration, skewing
-    its bias correction. Harmless after an ordinary load."""
+    would put weight decay on biases and LayerNorms (and AdamW's settings on Muon's group), and
+    it gives every ZeRO-3 sub-group the same `step` tensor, which AdamW then increments once per
+    sub-group per iteration, skewing its bias correction. Harmless after an ordinary load."""
     groups = optimizer.param_groups
-    expected = param_groups(model, cfg.train.weight_decay)
+    expected = _groups_for(model, cfg.train)
     if len(groups) != len(expected):
         raise RuntimeError(f"expected {len(expected)} optimizer parameter groups (decay, no decay), found {len(groups)}")
     for group, built in zip(groups, expected):
-        group["weight_decay"] = built["weight_decay"]
-        group["betas"] = (cfg.train.beta1, cfg.train.beta2)
-        group["eps"] = cfg.train.eps
+        group.update({k: v for k, v in built.items() if k != "params"})
+        if not built.get("use_muon"):
+            group["betas"] = (cfg.train.beta1, cfg.train.beta2)
+            group["eps"] = cfg.train.eps
     inner = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside a ZeRO wrapper
     for state in inner.state.values():
         if isinstance(state.get("step"), torch.Tensor):
@@ -114,6 +139,17 @@ def restore_optimizer_invariants(optimizer, model: torch.nn.Module, cfg: Config)
 
 def build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
     t = cfg.train
+    if t.optimizer == "muon":
+        # DeepSpeed's own Muon: ZeRO 1-3 recognise this class and orthogonalise the gradient
+        # partitions of the use_muon parameters; its inline AdamW updates the rest.
+        from deepspeed.runtime.zero.muon.muon_optimizer import MuonWithAuxAdam
+
+        groups = _groups_for(model, t)
+        for g in groups:
+            g["lr"] = t.lr * g["lr_scale"]
+            if not g["use_muon"]:
+                g.update(betas=(t.beta1, t.beta2), eps=t.eps)
+        return MuonWithAuxAdam(groups, adam_optimizer=None, adam_w_mode=True)
     extra = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, **extra)
 

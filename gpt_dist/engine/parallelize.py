@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from gpt_dist.config import Config
-from gpt_dist.model.gpt import GPT, Block
+from gpt_dist.model.gpt import GPT
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,11 @@ def apply_activation_checkpointing(model: GPT, every: int = 1) -> list[int]:
     return chosen
 
 
-def _checkpointed_forward(block: Block, x, mask=None, kv_cache=None, layer=0, segments=None):
+def _checkpointed_forward(block: nn.Module, x, mask=None, kv_cache=None, layer=0, segments=None, rope=None):
+    forward = type(block).forward  # GPT-2's Block or the llama family's
     if block.training and kv_cache is None and torch.is_grad_enabled():
-        return checkpoint(Block.forward, block, x, mask, kv_cache, layer, segments, use_reentrant=False)
-    return Block.forward(block, x, mask, kv_cache, layer, segments)
+        return checkpoint(forward, block, x, mask, kv_cache, layer, segments, rope, use_reentrant=False)
+    return forward(block, x, mask, kv_cache, layer, segments, rope)
 
 
 def apply_compile(model: GPT) -> None:

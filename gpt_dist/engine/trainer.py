@@ -38,7 +38,7 @@ from gpt_dist.engine.signals import StopSignal
 from gpt_dist.engine.objectives import Objective, build_objective
 from gpt_dist.errors import UserError
 from gpt_dist.model import lora
-from gpt_dist.model.gpt import GPT
+from gpt_dist.model.factory import build_model
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Trainer:
         self.train_loader = objective.train_loader(cfg, dist, self.tokenizer)
         self.val_loader = objective.val_loader(cfg, dist, self.tokenizer)
 
-        model = GPT(cfg.model)
+        model = build_model(cfg.model)
         self.lora_params: int | None = None
         self.flops_per_token, self.peak_flops = _flops(cfg, dist)
         self.state = TrainState()
@@ -233,7 +233,7 @@ class Trainer:
         while self.state.step < self.total_steps:
             lr = lr_at(self.state.step, self.total_steps, cfg.train)
             for group in engine.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's group runs at muon_lr / lr of it
             out, batches, counts = self._step(batches, counts, data, stop)
             out.lr = lr
             if out.skipped:

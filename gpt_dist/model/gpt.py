@@ -28,7 +28,7 @@ __all__ = ["GPT", "IGNORE_INDEX", "KVCache"]
 class KVCache:
     """Keys and values of the positions decoded so far, preallocated for `max_len` positions.
 
-    `k[layer]`, `v[layer]`: (B, max_len, H, D); `segment_ids`: (B, max_len), the segment of each
+    `k[layer]`, `v[layer]`: (B, max_len, H_kv, D), H_kv = model.n_kv_head key/value heads; `segment_ids`: (B, max_len), the segment of each
     cached position (0 for left padding, 1 for the real tokens), so later queries can tell
     which keys they may attend to; `length`: positions filled. `GPT.forward` appends to it.
     """
@@ -36,7 +36,7 @@ class KVCache:
     def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device, dtype: torch.dtype):
         if max_len > cfg.block_size:
             raise ValueError(f"KV cache of {max_len} positions exceeds model.block_size={cfg.block_size}")
-        shape = (batch_size, max_len, cfg.n_head, cfg.head_dim)
+        shape = (batch_size, max_len, cfg.n_kv_head, cfg.head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.segment_ids = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)
@@ -44,7 +44,7 @@ class KVCache:
         self.length = 0
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store (B, T, H, D) keys/values after the cached ones; returns all (B, length + T, H, D)."""
+        """Store (B, T, H_kv, D) keys/values after the cached ones; returns all (B, length + T, H_kv, D)."""
         end = self.length + k.shape[1]
         self.k[layer][:, self.length : end] = k
         self.v[layer][:, self.length : end] = v
@@ -105,8 +105,10 @@ class Block(nn.Module):
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, kv_cache: KVCache | None = None, layer: int = 0,
-        segments: Segments | None = None,
+        segments: Segments | None = None, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """`rope`: the rotary (cos, sin) of the llama family (gpt_dist.model.llama); GPT-2's
+        positions are already in `x`, so it takes none."""
         x = x + self.attn(self.ln_1(x), mask, kv_cache, layer, segments)
         return x + self.mlp(self.ln_2(x))
 
@@ -142,26 +144,38 @@ class LMHead(nn.Linear):
 
 
 class GPT(nn.Module):
+    arch = "gpt2"  # the model.arch this class builds; gpt_dist.model.factory picks the class
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = resolve_model_config(cfg)
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(cfg.padded_vocab_size, cfg.n_embd),
-                wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
-                drop=nn.Dropout(cfg.dropout),
-                h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
-                ln_f=nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias),
-            )
-        )
+        if cfg.arch != self.arch:
+            raise ValueError(f"{type(self).__name__} is model.arch={self.arch}, got {cfg.arch}; "
+                             "build models with gpt_dist.model.factory.build_model")
+        self.transformer = nn.ModuleDict(self.trunk(cfg))
         self.lm_head = LMHead(cfg)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # weight tying
+        self.init_weights()
+
+    @staticmethod
+    def trunk(cfg: ModelConfig) -> dict[str, nn.Module]:
+        """Everything before the LM head: embeddings, blocks, final norm (in state-dict order)."""
+        return dict(
+            wte=nn.Embedding(cfg.padded_vocab_size, cfg.n_embd),
+            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+            ln_f=nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias),
+        )
+
+    def init_weights(self) -> None:
         self.apply(self._init_weights)
         # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer): each block adds two
         # contributions to the residual stream, whose variance otherwise grows with depth.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -182,11 +196,20 @@ class GPT(nn.Module):
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Parameters of the real model: vocab padding rows are not counted."""
-        n = sum(p.numel() for p in self.parameters())
-        n -= (self.config.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
+        c = self.config
+        tables = 1 if c.tie_embeddings else 2  # token embedding, and an untied head
+        n = sum(p.numel() for p in self.parameters())  # each tied tensor once
+        n -= tables * (c.padded_vocab_size - c.vocab_size) * c.n_embd
         if non_embedding:
-            n -= self.transformer.wpe.weight.numel() + self.config.vocab_size * self.config.n_embd
+            n -= tables * c.vocab_size * c.n_embd
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
         return n
+
+    def embed(self, idx: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Token ids (B, T) and positions (B or 1, T) -> the residual stream (B, T, C), and the
+        blocks' rotary tables (none: GPT-2 adds learned positions here)."""
+        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(position_ids)), None
 
     def forward(
         self,
@@ -214,7 +237,7 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {past + t} tokens exceeds model.block_size={self.config.block_size}")
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=idx.device)[None]  # (1, T)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(position_ids))  # (B, T, C)
+        x, rope = self.embed(idx, position_ids)  # (B, T, C)
         segments, mask = None, None
         if kv_cache is not None:
             if past + t > kv_cache.max_len:
@@ -231,7 +254,7 @@ class GPT(nn.Module):
             dtype = torch.get_autocast_dtype(idx.device.type) if autocast else self.transformer.wte.weight.dtype
             self.set_attention_kernel(idx.device, dtype)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, mask, kv_cache, i, segments)
+            x = block(x, mask, kv_cache, i, segments, rope)
         if kv_cache is not None:
             kv_cache.length = past + t
         x = self.transformer.ln_f(x)

@@ -115,27 +115,21 @@ def test_sharded_safetensors_directory(tmp_path):
 # ------------------------------------------------------------------------------ bad input
 
 
-def _llama_dir(path: Path) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _neox_dir(path: Path) -> Path:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    conf = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        vocab_size=100,
-    )
-    LlamaForCausalLM(conf).save_pretrained(path)
+    conf = GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         vocab_size=100)
+    GPTNeoXForCausalLM(conf).save_pretrained(path)
     return path
 
 
-def test_a_model_that_is_not_gpt2_is_refused(tmp_path):
-    src = _llama_dir(tmp_path / "llama")
-    with pytest.raises(CheckpointError, match=r"config\.json: model_type: 'llama' is not 'gpt2'"):
+def test_a_model_that_is_neither_gpt2_nor_llama_is_refused(tmp_path):
+    src = _neox_dir(tmp_path / "neox")
+    with pytest.raises(CheckpointError, match=r"config\.json: model_type: 'gpt_neox' is not 'gpt2'.*Llama"):
         import_hf(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["llama"]  # no temporary folder left either
+    assert [p.name for p in tmp_path.iterdir()] == ["neox"]  # no temporary folder left either
 
 
 def test_a_truncated_weights_file_is_refused(hf_gpt2_dir, tmp_path):
