@@ -47,7 +47,7 @@ def test_llama_sample_run_trains_and_exports(sample_shards, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    from gpt_dist.checkpoint.loader import load_model
+    from gpt_dist.checkpoint.model_loader import load_model
 
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "exports/llama-sample-hf", local_files_only=True).eval()
     assert type(hf) is LlamaForCausalLM and hf.config.num_key_value_heads == 2

@@ -11,7 +11,7 @@ from conversion_helpers import _randomize
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from gpt_dist.checkpoint import llama_adapter
-from gpt_dist.checkpoint.loader import load_model, load_weights
+from gpt_dist.checkpoint.model_loader import load_model, load_weights
 from gpt_dist.checkpoint.state_dict_adapter import pad_vocab, param_shapes
 from gpt_dist.config import ModelConfig, resolve_model_config
 from gpt_dist.conversion.hf_export import export_hf
