@@ -24,7 +24,7 @@ def sh(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
     argv[0] = sys.executable if argv[0] == "python" else str(BIN / argv[0])
     env = dict(os.environ, OMP_NUM_THREADS="2")
     env.pop("GPT_DIST_GPT2_VOCAB", None)
-    # About a minute and a half on an idle 2-core machine (docs/benchmarks.md); the timeout leaves
+    # About 40 s for prepare + train on an idle 2-core machine (docs/benchmarks.md); the timeout leaves
     # room for a machine several times slower than that.
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
