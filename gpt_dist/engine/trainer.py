@@ -314,6 +314,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_checkpoint(self, tag_dir)
 
+
 def step_counts(objective: Objective, batches: list[dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
     """(3,) float64 on `device`: units, real tokens and trained tokens of this rank's micro-batches
     (gpt_dist.engine.objectives.Counts summed)."""

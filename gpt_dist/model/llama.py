@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from gpt_dist.config import ModelConfig
 from gpt_dist.model.attention import Kernel, Segments
-from gpt_dist.model.gpt import GPT, KVCache, LMHead
+from gpt_dist.model.gpt import GPT, KVCache
 
 __all__ = ["Llama", "RMSNorm", "rotary_tables"]
 
