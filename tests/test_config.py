@@ -1,13 +1,7 @@
 import pytest
 
-from gpt_dist.config import (
-    Config,
-    ConfigError,
-    config_from_dict,
-    load_config,
-    run_geometry,
-    total_steps,
-)
+from gpt_dist.batch_geometry import run_geometry, total_steps
+from gpt_dist.config import Config, ConfigError, config_from_dict, load_config
 
 
 def write(tmp_path, name, text):

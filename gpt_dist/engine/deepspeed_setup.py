@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from gpt_dist.config import BatchGeometry, Config, ConfigError, TrainConfig, run_geometry
+from gpt_dist.batch_geometry import BatchGeometry, run_geometry
+from gpt_dist.config import Config, ConfigError, TrainConfig
 
 log = logging.getLogger(__name__)
 

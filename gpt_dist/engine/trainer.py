@@ -27,7 +27,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from gpt_dist.config import BatchGeometry, Config, run_geometry, total_steps
+from gpt_dist.batch_geometry import BatchGeometry, run_geometry, total_steps
+from gpt_dist.config import Config
 from gpt_dist.checkpoint import training_state as checkpointing
 from gpt_dist.checkpoint.model_loader import load_init_weights
 from gpt_dist.engine.callbacks import Callback, default_callbacks

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from gpt_dist.config import load_config, run_geometry
+from gpt_dist.batch_geometry import run_geometry
+from gpt_dist.config import load_config
 from gpt_dist.engine.deepspeed_setup import initialize
 from gpt_dist.engine.distributed import DistInfo, all_reduce_sum
 from gpt_dist.engine.objectives import IGNORE_INDEX, LanguageModeling

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from gpt_dist.config import ConfigError, load_config, run_geometry
+from gpt_dist.batch_geometry import run_geometry
+from gpt_dist.config import ConfigError, load_config
 from gpt_dist.engine.deepspeed_setup import build_ds_config, param_groups
 from gpt_dist.model.gpt import GPT
 

@@ -61,7 +61,7 @@ def test_muon_orthogonalises_the_update_of_a_hidden_matrix():
 
 def test_deepspeed_config_and_bad_settings(tmp_path):
     cfg = load_config([REPO / "configs/sample_cpu.yaml"], MUON + ["engine.zero_stage=3"])
-    from gpt_dist.config import run_geometry
+    from gpt_dist.batch_geometry import run_geometry
 
     ds = build_ds_config(cfg, run_geometry(cfg, 1))
     assert ds["zero_optimization"]["reduce_scatter"] is False and "optimizer" not in ds
