@@ -128,13 +128,15 @@ def _common_tokenizer(sets: list[ShardSet]) -> dict[str, Any]:
 
 
 class _ShardCache:
-    """Open shards of one process, as (n, seq_len + 1) arrays; a few dozen kept open (LRU)."""
+    """Open shards of one process, as (n, seq_len + 1) arrays; a few dozen kept open (LRU).
+    A shard's checksum and token ids are checked the first time it is opened, not on reopening."""
 
     def __init__(self, sets: list[ShardSet], verify: bool, capacity: int = 64):
         self.sets = sets
         self.verify = verify
         self.capacity = capacity
         self._open: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._checked: set[tuple[int, int]] = set()
 
     def get(self, source: int, shard: int) -> np.ndarray:
         key = (source, shard)
@@ -142,8 +144,11 @@ class _ShardCache:
         if arr is None:
             s = self.sets[source]
             rec = s.shards[shard]
+            first = key not in self._checked
             arr = read_tokens(Path(s.path) / rec.name, rec, s.manifest.seq_len, s.manifest.dtype,
-                              verify=self.verify and not s.verified, vocab_size=s.manifest.tokenizer.get("vocab_size"))
+                              verify=first and self.verify and not s.verified,
+                              vocab_size=s.manifest.tokenizer.get("vocab_size") if first else None)
+            self._checked.add(key)
             self._open[key] = arr
             while len(self._open) > self.capacity:
                 self._open.popitem(last=False)
