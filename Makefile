@@ -4,6 +4,9 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 DEEPSPEED_SPEC ?= deepspeed==0.19.8
 PY := $(VENV)/bin/python
+# Two pytest-xdist workers: a multi-rank run leaves a core idle while its launcher and ranks
+# start, and the other worker's tests fill it (tests/conftest.py says how tests are grouped).
+TEST_WORKERS ?= 2
 
 .PHONY: setup test
 setup:
@@ -22,4 +25,4 @@ setup:
 	$(PY) -m pip install --quiet -e ".[dev]"
 
 test:
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder

@@ -40,7 +40,7 @@ setup(
     extras_require={
         "gpu": ["flash-attn>=2.5"],
         # trl: the test that its SFTTrainer accepts an exported directory
-        "dev": ["pytest>=8", "pytest-timeout", "trl"],
+        "dev": ["pytest>=8", "pytest-timeout", "pytest-xdist", "trl"],
     },
     entry_points={"console_scripts": ["gpt-dist=gpt_dist.cli:main"]},
 )

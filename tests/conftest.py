@@ -21,6 +21,45 @@ if GPT2_VOCAB.is_file():
     os.environ.setdefault("GPT_DIST_GPT2_VOCAB", str(GPT2_VOCAB))
 
 
+# Under pytest-xdist (`make test` runs two workers) tests are handed out in work units that
+# keep a session or module fixture's users together, so no worker builds it a second time:
+# a whole folder where its conftest.py holds session fixtures that several modules share, the
+# module elsewhere, and everything that submits to the test Slurm cluster in one unit (its two
+# nodes run one job at a time). The slowest units are handed out first, so the two workers
+# finish close together; the rest follow in collection order.
+_FOLDER_UNITS = ("benchmark", "checkpoint", "conversion", "data", "evaluation", "finetune", "generation")
+_SLURM_MODULES = ("tests/slurm/", "tests/data/test_prepare_slurm.py")
+_SLOWEST_FIRST = (  # seconds per unit, serial, idle 2-core machine (see README, "Tests")
+    "tests/engine/test_training.py",
+    "tests/commands/test_recipe_answers.py",
+    "tests/engine/test_llama_training.py",
+    "tests/finetune",
+    "tests/conversion",
+    "slurm",
+    "tests/test_main_job.py",
+)
+
+
+def _work_unit(item: pytest.Item) -> str:
+    path = item.nodeid.split("::")[0]
+    if path.startswith(_SLURM_MODULES):
+        return "slurm"
+    parts = path.split("/")
+    if len(parts) > 2 and parts[1] in _FOLDER_UNITS:
+        return "/".join(parts[:2])
+    return path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_work_unit(item)))
+    rank = {unit: i for i, unit in enumerate(_SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_work_unit(item), len(rank)))
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

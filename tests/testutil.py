@@ -16,3 +16,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def rank_launcher(world: int, port: int | None = None) -> list[str]:
+    """The start of a command that runs a script on `world` local ranks as
+    `deepspeed --num_gpus WORLD --master_port PORT` does (tests/rank_launcher.py)."""
+    return [sys.executable, str(REPO / "tests" / "rank_launcher.py"), "--nproc", str(world),
+            "--master_port", str(port or free_port())]

@@ -27,6 +27,7 @@ from deepspeed.utils import safe_get_full_fp32_param
 from gpt_dist.checkpoint.layout import METADATA_FILE, METADATA_FORMAT, mark_complete, tag_for_step, write_json_atomic
 from gpt_dist.config import Config, ModelConfig, resolve_model_config
 from gpt_dist.data.tokenizer import load_tokenizer
+from gpt_dist.engine.distributed import init_distributed
 from gpt_dist.model.gpt import GPT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def main() -> None:
     )
     p.add_argument("--local_rank", type=int, default=0)  # passed by the launcher
     args = p.parse_args()
-    deepspeed.init_distributed(dist_backend="gloo")
+    init_distributed()  # gpt_dist's: gloo on CPU, and it unlinks the shared-memory workspace
     rank, world = dist.get_rank(), dist.get_world_size()
     t0 = time.perf_counter()
 

@@ -15,7 +15,7 @@ from conversion_helpers import random_hf_gpt2
 from gpt_dist.config import TokenizerConfig
 from gpt_dist.conversion.hf_tokenizer import save_hf_tokenizer
 from gpt_dist.data.tokenizer import load_tokenizer
-from testutil import BIN, REPO, free_port
+from testutil import REPO, rank_launcher
 
 WRITER = Path(__file__).with_name("ds_checkpoint_writer.py")
 DS_RUNS = ("zero0_fp32", "zero2_bf16", "zero3_fp32", "zero1_fp32_lora", "zero3_fp32_lora")
@@ -28,11 +28,7 @@ def ds_checkpoints(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("ds_checkpoints")
     runs = [name[4:].replace("_", ":") for name in DS_RUNS]  # "0:fp32", ..., "3:fp32:lora"
     cmd = [
-        str(BIN / "deepspeed"),
-        "--num_gpus",
-        "2",
-        "--master_port",
-        str(free_port()),
+        *rank_launcher(2),
         str(WRITER),
         "--out",
         str(out),

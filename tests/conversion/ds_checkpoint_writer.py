@@ -1,6 +1,7 @@
 """Writes real DeepSpeed checkpoints of a tiny GPT, one per ZeRO stage, for the conversion tests.
 
-Run under the DeepSpeed launcher (on a machine without a GPU it starts gloo ranks on the CPU):
+Run under the DeepSpeed launcher or tests/rank_launcher.py (on a machine without a GPU they start
+gloo ranks on the CPU):
 
     deepspeed --num_gpus 2 tests/conversion/ds_checkpoint_writer.py --out DIR --runs 0:fp32 2:bf16 3:fp32
 
@@ -29,6 +30,7 @@ from gpt_dist.checkpoint.layout import METADATA_FILE, METADATA_FORMAT, tag_for_s
 from gpt_dist.checkpoint.manifest import write_manifest
 from gpt_dist.config import Config, LoraConfig, ModelConfig, resolve_model_config
 from gpt_dist.data.tokenizer import load_tokenizer
+from gpt_dist.engine.distributed import init_distributed
 from gpt_dist.model.gpt import GPT
 from gpt_dist.model.lora import add_lora
 
@@ -123,7 +125,7 @@ def main() -> None:
     p.add_argument("--runs", nargs="+", default=["0:fp32", "2:bf16", "3:fp32"], help="STAGE:PRECISION[:lora] ...")
     p.add_argument("--local_rank", type=int, default=0)  # passed by the launcher
     args = p.parse_args()
-    deepspeed.init_distributed(dist_backend="gloo")
+    init_distributed()  # gpt_dist's: gloo on CPU, and it unlinks the shared-memory workspace
     for run in args.runs:
         stage, precision, *lora = run.split(":")
         train_and_save(args.out, int(stage), precision, use_lora=lora == ["lora"])

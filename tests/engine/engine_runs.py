@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from testutil import BIN, free_port
+from testutil import BIN, rank_launcher
 
 
 @dataclass
@@ -43,5 +43,4 @@ def train_cmd(world: int, overrides: list[str], config: str = "configs/sample_cp
     sets = [x for o in overrides for x in ("--set", o)]
     if world == 1:
         return [str(BIN / "gpt-dist"), "train", config, *sets]
-    return [str(BIN / "deepspeed"), "--num_gpus", str(world), "--master_port", str(free_port()),
-            str(BIN / "gpt-dist"), "train", config, *sets]
+    return [*rank_launcher(world), str(BIN / "gpt-dist"), "train", config, *sets]

@@ -28,10 +28,12 @@ STEPS = 8
 COMPARED = 3  # steps over which ZeRO stages must agree
 
 
-def shm_workspaces() -> set[str]:
-    """DeepSpeed's CPU all-reduce workspaces in /dev/shm (RAM until someone unlinks them)."""
+def shm_workspaces(ports: set[str]) -> set[str]:
+    """DeepSpeed's CPU all-reduce workspaces in /dev/shm (RAM until someone unlinks them) of the
+    runs on these master ports (other tests may be running beside this one)."""
     shm = Path("/dev/shm")
-    return {p.name for p in shm.glob("deepspeed_allreduce_buffer_*")} if shm.is_dir() else set()
+    names = {p.name for p in shm.glob("deepspeed_allreduce_buffer_*")} if shm.is_dir() else set()
+    return {n for n in names if n.rsplit("_", 2)[-2] in ports}
 
 
 class ZeroRuns(dict):
@@ -44,18 +46,19 @@ def zero_runs(tmp_path_factory, sample_shards):
     """Uninterrupted runs for ZeRO stages 0-3: 8 steps for 0 and 3 (the references for exact
     resume), the first 3 steps for 1 and 2."""
     runs = ZeroRuns()
-    shm_before = shm_workspaces()
+    ports = set()
     for stage in (0, 1, 2, 3):
         run_dir = tmp_path_factory.mktemp(f"zero{stage}")
         steps = STEPS if stage in (0, 3) else COMPARED
         cmd = train_cmd(2, base_overrides(sample_shards, run_dir) + FAST + [
             f"engine.zero_stage={stage}", f"train.max_steps={STEPS}", f"train.exit_after_steps={steps}",
             "checkpoint.every_steps=4", "eval.every_steps=4"])
+        ports.add(cmd[cmd.index("--master_port") + 1])
         p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                            env=dict(os.environ, OMP_NUM_THREADS="1"))
         runs[stage] = Run(p.returncode, p.stdout + p.stderr, run_dir)
         assert p.returncode == 0, runs[stage].output[-3000:]
-    runs.shm_left = shm_workspaces() - shm_before
+    runs.shm_left = shm_workspaces(ports)
     return runs
 
 
