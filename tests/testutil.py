@@ -16,3 +16,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_shard_set(split_dir: Path, windows, tokenizer) -> Path:
+    """A shard set in gpt_dist's format (the data package's writer), 10 sequences per shard;
+    `windows` (N, seq_len + 1) integer array."""
+    from gpt_dist.data.shards import Manifest, ShardWriter, write_manifest
+
+    w = ShardWriter(split_dir, f"{split_dir.name}-t00000-", windows.shape[1] - 1, "uint16", sequences_per_shard=10)
+    w.write(windows)
+    write_manifest(split_dir, Manifest(split=split_dir.name, seq_len=windows.shape[1] - 1, dtype="uint16",
+                                       tokenizer=tokenizer.spec(), shards=w.close()))
+    return split_dir
