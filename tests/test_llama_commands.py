@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from gpt_dist.checkpoint.model_loader import load_model, load_weights
 from gpt_dist.cli import main
 from gpt_dist.evaluation.multiple_choice import read_mc_file, score_items
 
+# As README.md shows them.
+README_PLAN = "gpt-dist plan --model llama-124m --json"
+README_BENCH = "gpt-dist bench --model llama-tiny --seq-len 64 --micro-batch 2 --steps 2 --warmup 1 --compare-hf --json"
 SEQ = 64
 PROMPTS = ["The cat sat on", "Hello", "def add(a, b):\n    return"]
 MC = [{"ctx": "The cat", "endings": ["sat on the mat.", "flew to the moon."], "label": 0},
@@ -207,25 +211,29 @@ def _val_windows(ws: Path) -> torch.Tensor:
     return torch.randint(0, 50257, (6, SEQ + 1), generator=g)
 
 
-def test_bench_times_llama_against_transformers_llama_on_the_same_batches(capsys):
-    r = json.loads(run(["bench", "--model", "llama-tiny", "--seq-len", "16", "--micro-batch", "2", "--steps", "2",
-                        "--warmup", "1", "--compare-hf", "--json"], capsys))
+def test_readme_bench_times_llama_against_transformers_llama_on_the_same_batches(capsys):
+    r = json.loads(run(shlex.split(README_BENCH)[1:], capsys))
     assert (r["model"]["arch"], r["model"]["n_kv_head"], r["hf_class"]) == ("llama", 2, "LlamaForCausalLM")
     assert r["tokens_per_s"] > 0 and r["hf_tokens_per_s"] > 0
     assert r["hf_first_loss"] == pytest.approx(r["first_loss"], abs=1e-5)
-    assert r["hf_last_loss"] == pytest.approx(r["last_loss"], abs=1e-5)  # after the same three AdamW updates
+    assert r["hf_last_loss"] == pytest.approx(r["last_loss"], abs=1e-4)  # after the same two AdamW updates
 
 
-def test_plan_for_a_llama_shape_counts_its_parameters_and_flops(capsys):
+def test_readme_plan_for_a_llama_shape_counts_its_parameters_and_flops(capsys):
     from gpt_dist.config import ModelConfig, resolve_model_config
     from gpt_dist.model.factory import build_model
 
-    p = json.loads(run(["plan", "--model", "llama-124m", "--json"], capsys))
+    p = json.loads(run(shlex.split(README_PLAN)[1:], capsys))
     cfg = resolve_model_config(ModelConfig(preset="llama-124m"))
     with torch.device("meta"):
         model = build_model(cfg)
     assert p["params"] == model.num_parameters() and p["non_embedding_params"] == model.num_parameters(non_embedding=True)
     head = cfg.vocab_size * cfg.n_embd
     assert p["flops_per_token"] == 6.0 * (p["non_embedding_params"] + head) + 12.0 * 12 * 768 * 1024
+    # Activations per layer: 20h + 4kv + 8f bytes per token (kv = 4 heads x 64, f = 2048), 8 x 1024 tokens.
+    assert p["activations_gib"]["per_layer"] == pytest.approx(8 * 1024 * (20 * 768 + 4 * 256 + 8 * 2048) / 2**30, abs=1e-3)
     stages = p["memory_per_gpu_gib"]
-    assert len(stages) == 4, stages
+    totals = [stages[str(k)]["total_gib"] for k in range(4)]
+    assert totals == sorted(totals, reverse=True) and totals[0] > totals[3]  # each ZeRO stage shards more
+    # ZeRO-0 keeps 16 bytes per stored parameter (bf16 weights and grads, fp32 master, m, v)
+    assert stages["0"]["model_states_gib"] == pytest.approx(16 * p["stored_params"] / 2**30, abs=1e-3)
