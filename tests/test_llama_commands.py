@@ -58,6 +58,12 @@ def train_rows(run_dir: Path) -> list[dict]:
     return [r for r in rows if r["split"] == "train"]
 
 
+def token_windows() -> tuple[torch.Tensor, torch.Tensor]:
+    """The train (16) and validation (6) sequences of SEQ + 1 random GPT-2 token ids."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 50257, (16, SEQ + 1), generator=g), torch.randint(0, 50257, (6, SEQ + 1), generator=g)
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory, gpt2_vocab) -> Path:
     """data/{train,val} shards, sft.jsonl, dpo.jsonl, mc.jsonl, llama.yaml, and runs/base/ckpt:
@@ -67,9 +73,9 @@ def ws(tmp_path_factory, gpt2_vocab) -> Path:
 
     root = tmp_path_factory.mktemp("llama_paths")
     tok = load_tokenizer(TokenizerConfig(kind="gpt2", path=str(gpt2_vocab)))
-    g = torch.Generator().manual_seed(0)
-    write_shard_set(root / "data/train", torch.randint(0, 50257, (16, SEQ + 1), generator=g).numpy(), tok)
-    write_shard_set(root / "data/val", torch.randint(0, 50257, (6, SEQ + 1), generator=g).numpy(), tok)
+    train, val = token_windows()
+    write_shard_set(root / "data/train", train.numpy(), tok)
+    write_shard_set(root / "data/val", val.numpy(), tok)
     with (root / "sft.jsonl").open("w") as f:
         for i in range(4):
             f.write(json.dumps({"prompt": f"Count to {i}.", "completion": " ".join(map(str, range(i + 1)))}) + "\n")
@@ -190,7 +196,7 @@ def test_eval_data_and_mc_agree_between_the_checkpoint_transformers_and_its_expo
     r = json.loads(run(["eval", "--model", str(ckpt), "--data", str(ws / "data"), "--json"], capsys))
     # transformers' own loss over the same six validation sequences, every next token counted
     hf = AutoModelForCausalLM.from_pretrained(hf_export, local_files_only=True).eval()
-    windows = _val_windows(ws)
+    windows = token_windows()[1]
     with torch.no_grad():
         logits = hf(windows[:, :-1]).logits.double()
     want = F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten()).item()
@@ -203,12 +209,6 @@ def test_eval_data_and_mc_agree_between_the_checkpoint_transformers_and_its_expo
     for source in (ckpt, hf_export):
         r = json.loads(run(["eval", "--model", str(source), "--mc", str(ws / "mc.jsonl"), "--json"], capsys))
         assert r["mc"]["items"] == 2 and r["mc"] == pytest.approx({"file": str(ws / "mc.jsonl"), **expected}, abs=1e-6)
-
-
-def _val_windows(ws: Path) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    torch.randint(0, 50257, (16, SEQ + 1), generator=g)  # the train split, drawn first in `ws`
-    return torch.randint(0, 50257, (6, SEQ + 1), generator=g)
 
 
 def test_readme_bench_times_llama_against_transformers_llama_on_the_same_batches(capsys):

@@ -40,7 +40,6 @@ Method, stated once because every figure depends on it:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import resource
 import statistics
