@@ -198,15 +198,16 @@ def model_state_bytes(params: int, zero_stage: int, dp: int) -> float:
 def activation_bytes(m: ModelConfig, seq_len: int, micro_batch: int) -> dict[str, float]:
     """Bytes of activations held for backward for one micro-batch of `micro_batch` × `seq_len`.
 
-    Per layer: s·b·h·(34 + 5·a·s/h) (Korthikanti et al. 2022), without the 5·a·s/h score
-    term unless `attn_impl` is "math" (every other backend runs FlashAttention on a GPU).
+    Per layer: s·b·h·(34 + 5·a·s/h) (Korthikanti et al. 2022; the llama family's block:
+    s·b·llama_layer_bytes_per_token + the same score term), without the 5·a·s/h score term
+    unless `attn_impl` is "math" (every other backend runs FlashAttention on a GPU).
     With activation checkpointing each layer keeps only its 16-bit input (2·s·b·h) and one
     layer is rebuilt in full during backward. The head adds the inputs of ln_f and the LM
     head (4·s·b·h) and the loss 12·s·b·V: the fp32 log-probabilities kept for backward plus
     the fp32 logits gradient and its input gradient at the start of backward.
     """
     s, b, h, a, L, V = seq_len, micro_batch, m.n_embd, m.n_head, m.n_layer, m.vocab_size
-    per_layer = s * b * h * ACT_BYTES_PER_TOKEN_HIDDEN
+    per_layer = s * b * (llama_layer_bytes_per_token(m) if m.arch == "llama" else h * ACT_BYTES_PER_TOKEN_HIDDEN)
     if m.attn_impl == "math":
         per_layer += ACT_BYTES_SCORES * a * s * s * b
     if m.activation_checkpointing:
@@ -218,8 +219,37 @@ def activation_bytes(m: ModelConfig, seq_len: int, micro_batch: int) -> dict[str
             "total": float(layers + head)}
 
 
+def llama_layer_bytes_per_token(m: ModelConfig) -> int:
+    """Bytes one llama block keeps for backward per token, in 16-bit activations, counted as
+    Korthikanti et al. count GPT's 34·h, for our block (h = n_embd, kv = n_kv_head·head_dim,
+    f = mlp_hidden):
+      2 RMSNorms     12h   each keeps its fp32 input (4h) and its 16-bit normalised output (2h)
+      attention       6h + 4kv   c_attn input, q, k and v (kv wide each), and the kernel's
+                      output, which is c_proj's input (2h each)
+      SwiGLU          2h + 8f    c_fc input; gate, up, silu(gate) and c_proj's input (2f each)
+      QK-norm         6h + 6kv   the two per-head RMSNorms, the same way (with model.qk_norm)
+      dropout         2h         two 1-byte masks (with model.dropout > 0)
+    k and v count kv wide: FlashAttention reads the shared heads as they are. The sdpa and
+    math kernels keep them repeated to h (4h - 4kv more), counted for attn_impl sdpa / math."""
+    h, kv, f = m.n_embd, m.n_kv_head * m.head_dim, m.mlp_hidden
+    kv_kept = h if m.attn_impl in ("sdpa", "math") else kv
+    n = 12 * h + 6 * h + 4 * kv_kept + 2 * h + 8 * f
+    if m.qk_norm:
+        n += 6 * h + 6 * kv
+    if m.dropout > 0:
+        n += 2 * h
+    return n
+
+
 def activation_formula(m: ModelConfig) -> str:
-    per_layer = "s*b*h*(34 + 5*a*s/h)" if m.attn_impl == "math" else "34*s*b*h (FlashAttention: no 5*a*s/h score term)"
+    if m.arch == "llama":
+        base = "s*b*(20h + 4kv + 8f" + (" + 6h + 6kv (QK-norm)" if m.qk_norm else "") + ")"
+        per_layer = (f"{base} + 5*a*s*s*b (scores)" if m.attn_impl == "math"
+                     else f"{base} (FlashAttention: no score term; kv = n_kv_head*head_dim, f = mlp_hidden)")
+    elif m.attn_impl == "math":
+        per_layer = "s*b*h*(34 + 5*a*s/h)"
+    else:
+        per_layer = "34*s*b*h (FlashAttention: no 5*a*s/h score term)"
     if m.activation_checkpointing:
         layers = f"L*2*s*b*h + one layer of {per_layer} (activation checkpointing)"
     else:
@@ -494,7 +524,10 @@ def make_plan(
         "non_embedding_params": num_parameters(m, non_embedding=True),
         "stored_params": stored_parameters(m),
         "flops_per_token": fpt,
-        "flops_per_token_formula": "6*N + 12*L*d*T, N = params - position embedding (nanoGPT/PaLM)",
+        "flops_per_token_formula": "6*N + 12*L*d*T, N = " + (
+            "params - position embedding (nanoGPT/PaLM)" if m.arch != "llama"
+            else "params (the tied embedding is the head's matmul)" if m.tie_embeddings
+            else "params - token embedding (a lookup; the untied head is the matmul)"),
         "memory_per_gpu_gib": memory,
         "activations_gib": {
             "per_layer": act["per_layer"] / GIB,

@@ -257,3 +257,32 @@ def test_cheapest_zero_stage_that_fits():
     assert [v["fits"] for v in xl["memory_per_gpu_gib"].values()] == [False, False, False, True]
     assert xl["zero_stage"] == 3 and "1.5x" in xl["zero_stage_reason"] and xl["warnings"] == []
     assert make_plan(gpt2, gpus=8, zero_stage=3)["zero_stage_reason"] == "as given by --zero-stage"
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(qk_norm=True, n_kv_head=2)])
+def test_llama_activation_bytes_are_what_a_bf16_block_keeps_for_backward(kw):
+    """Every tensor autograd saves in one llama block's bf16 forward (weights aside), summed,
+    against the planner's per-layer bytes; sdpa keeps the repeated k/v heads, as counted."""
+    from gpt_dist.engine.parallelize import parallelize
+    from gpt_dist.model.factory import build_model
+    from gpt_dist.model.llama import rotary_tables
+    from gpt_dist.planning import llama_layer_bytes_per_token
+
+    cfg = resolve_model_config(ModelConfig(preset="llama-124m", n_layer=1, attn_impl="sdpa", **kw))
+    model = build_model(cfg).to(torch.bfloat16)
+    parallelize(model, torch.device("cpu"), "bf16")
+    s = 128
+    weights = {p.data_ptr() for p in model.parameters()}
+    kept: dict[int, int] = {}
+
+    def keep(t):
+        if t.data_ptr() not in weights and t.dim() > 1 and t.shape[-2:] != (1, cfg.head_dim):  # rotary tables
+            kept[t.data_ptr()] = t.numel() * t.element_size()
+        return t
+
+    x = torch.randn(1, s, cfg.n_embd, dtype=torch.bfloat16, requires_grad=True)
+    rope = rotary_tables(torch.arange(s)[None], cfg.head_dim, cfg.rope_theta)
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        model.transformer.h[0](x, rope=rope)
+    per_token = llama_layer_bytes_per_token(cfg)
+    assert sum(kept.values()) / s == pytest.approx(per_token, rel=0.01)

@@ -23,3 +23,14 @@ def rank_launcher(world: int, port: int | None = None) -> list[str]:
     `deepspeed --num_gpus WORLD --master_port PORT` does (tests/rank_launcher.py)."""
     return [sys.executable, str(REPO / "tests" / "rank_launcher.py"), "--nproc", str(world),
             "--master_port", str(port or free_port())]
+
+def write_shard_set(split_dir: Path, windows, tokenizer) -> Path:
+    """A shard set in gpt_dist's format (the data package's writer), 10 sequences per shard;
+    `windows` (N, seq_len + 1) integer array."""
+    from gpt_dist.data.shards import Manifest, ShardWriter, write_manifest
+
+    w = ShardWriter(split_dir, f"{split_dir.name}-t00000-", windows.shape[1] - 1, "uint16", sequences_per_shard=10)
+    w.write(windows)
+    write_manifest(split_dir, Manifest(split=split_dir.name, seq_len=windows.shape[1] - 1, dtype="uint16",
+                                       tokenizer=tokenizer.spec(), shards=w.close()))
+    return split_dir

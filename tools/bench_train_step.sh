@@ -8,7 +8,7 @@
 # (CPU, cores, load average before and after: other processes on the machine show up there).
 # SHARDS_DIR (e.g. data/sample from `gpt-dist prepare --sample`) adds the loader runs.
 # GPU_RUNS=1 (on one GPU) runs only the GPU table instead (gpt_dist/benchmark/gpu_suite.py):
-# bf16 tokens/s, MFU, peak memory and largest micro-batch of gpt2/-medium/-large at seq 1024,
+# bf16 tokens/s, MFU, peak memory and largest micro-batch of gpt2, llama-124m, gpt2-medium/-large at seq 1024,
 # FlashAttention checked, compile and chunked loss on/off, HF speedup, ZeRO-1/3 overhead;
 # OUT_DIR/gpu_table.md and .json. GPU_RUNS=dry runs that table on tiny shapes (any machine).
 # GPT_DIST / PYTHON: the gpt-dist and python to run (default: the repository's .venv).

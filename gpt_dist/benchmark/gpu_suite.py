@@ -3,22 +3,24 @@
     python -m gpt_dist.benchmark.gpu_suite --out OUT            # on one GPU, bf16, seq 1024
     python -m gpt_dist.benchmark.gpu_suite --out OUT --dry-run  # tiny shapes on a CPU (a test)
 
-and writes OUT/gpu_table.json and OUT/gpu_table.md. Per model (`MODELS`; a preset added to
-gpt_dist.model.presets, such as `llama-124m`, joins with `--models gpt2,llama-124m`):
+and writes OUT/gpu_table.json and OUT/gpu_table.md. Per model (`MODELS`, llama-124m among them:
+GPT-2 124M's shape with grouped-query attention; any other preset joins with `--models`):
 
 1. the largest micro-batch that fits, with the chunked LM-head loss and with the plain one
    (doubling from 1 until CUDA runs out of memory, one step each);
 2. `chunked`: tokens/s, MFU and peak memory at the chunked loss's largest micro-batch;
 3. `compiled`: the same under torch.compile (the compiled model alone);
 4. `plain loss + HF`: the plain loss at its own largest micro-batch that fits beside Hugging Face's
-   GPT2LMHeadModel, both trained alternately (`speedup_vs_hf`);
+   GPT2LMHeadModel (LlamaForCausalLM for llama-124m), both trained alternately (`speedup_vs_hf`);
 5. for the first model only, `ZeRO-1` / `ZeRO-3`: DeepSpeed engines at the micro-batch of row 2,
    and their overhead over the bare model. Without deepspeed installed these rows say so and the
    table keeps the bare-model rows.
 
 Before any of it, the attention kernel is checked: on CUDA a profiled forward must run a kernel
 whose name says flash (FlashAttention-2: the flash-attn package, or SDPA pinned to its flash
-backend); the kernel's name goes into the table. A row that runs out of memory is retried at
+backend), and the same kernel with 4 key/value heads for 12 query heads (grouped-query attention,
+k/v not repeated for flash-attn) must match the math reference; the kernel's name goes into the
+table. A row that runs out of memory is retried at
 half the micro-batch, and says so.
 """
 
@@ -37,7 +39,7 @@ import torch
 from gpt_dist.benchmark.training import BenchSettings, run_training_benchmark
 from gpt_dist.planning import load_model_config
 
-MODELS = ("gpt2", "gpt2-medium", "gpt2-large")
+MODELS = ("gpt2", "llama-124m", "gpt2-medium", "gpt2-large")
 ZERO_STAGES = (1, 3)
 
 
@@ -147,7 +149,7 @@ def check_flash_kernel(device: torch.device) -> dict[str, Any]:
         return {"checked": False, "why": f"no CUDA device ({device.type})"}
     from torch.profiler import ProfilerActivity, profile
 
-    from gpt_dist.model.attention import attention_kernel, kernel_name
+    from gpt_dist.model.attention import attention_kernel, kernel_name, math_attention
 
     kernel = attention_kernel("auto", device, torch.bfloat16)
     q, k, v = (torch.randn(2, 1024, 12, 64, device=device, dtype=torch.bfloat16) for _ in range(3))
@@ -158,14 +160,21 @@ def check_flash_kernel(device: torch.device) -> dict[str, Any]:
     flash = [n for n in names if "flash" in n.lower()]
     if not flash:
         raise RuntimeError(f"attention ran no FlashAttention kernel on {torch.cuda.get_device_name()}: {names}")
-    return {"checked": True, "attn_kernel": kernel_name(kernel), "gpu_kernels": flash}
+    # Grouped-query attention as llama-124m runs it (12 query heads over 4 key/value heads),
+    # the kv heads as they are, against the math reference.
+    k, v = k[:, :, :4].contiguous(), v[:, :, :4].contiguous()
+    gqa_diff = (kernel(q, k, v).float() - math_attention(q, k, v).float()).abs().max().item()
+    if gqa_diff > 3e-2:
+        raise RuntimeError(f"grouped-query attention ({kernel_name(kernel)}) differs from math by {gqa_diff:.3g}")
+    return {"checked": True, "attn_kernel": kernel_name(kernel), "gpu_kernels": flash, "gqa_max_abs_diff": gqa_diff}
 
 
 def format_markdown(t: dict[str, Any]) -> str:
     a = t["attention_check"]
     lines = [f"device: {t['device']}; precision {t['precision']}; seq {t['seq_len']}; deepspeed "
              f"{'installed' if t['deepspeed'] else 'not installed'}" + ("; DRY RUN (tiny shapes)" if t["dry_run"] else ""),
-             "attention: " + (f"{a['attn_kernel']} running {', '.join(a['gpu_kernels'])}" if a["checked"]
+             "attention: " + (f"{a['attn_kernel']} running {', '.join(a['gpu_kernels'])}; GQA 12/4 heads within "
+                              f"{a['gqa_max_abs_diff']:.2g} of math" if a["checked"]
                               else f"not checked ({a['why']})"),
              "",
              "| model | variant | micro-batch (largest) | tokens/s | MFU | peak GiB | vs HF | ZeRO overhead | note |",

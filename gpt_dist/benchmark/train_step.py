@@ -11,8 +11,10 @@
 (`loss = engine(x, y); engine.backward(loss); engine.step()`); its precision is DeepSpeed's
 (bf16/fp16 weights with fp32 master weights in the optimizer).
 
-Both take any module called as `module(idx, targets) -> mean loss`: our GPT, or Hugging Face's
-model behind gpt_dist.benchmark.hf_reference.HFCausalLM.
+Both take any module called as `module(idx, targets) -> mean loss`: our model of either family,
+or Hugging Face's behind gpt_dist.benchmark.hf_reference.HFCausalLM, and the `train:` settings
+(optimizer, clipping, precision) it trains with; the engine also its `engine:` settings and the
+batch geometry.
 """
 
 from __future__ import annotations
@@ -22,20 +24,21 @@ import contextlib
 import torch
 from torch import nn
 
-from gpt_dist.config import Config
+from gpt_dist.batch_geometry import BatchGeometry
+from gpt_dist.config import EngineConfig, TrainConfig
 from gpt_dist.engine.deepspeed_setup import build_optimizer
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class EagerStep:
-    def __init__(self, model: nn.Module, cfg: Config, device: torch.device):
+    def __init__(self, model: nn.Module, t: TrainConfig, device: torch.device):
         self.model = model.to(device).train()
         self.device = device
-        self.optimizer = build_optimizer(self.model, cfg, device)
-        self.grad_clip = cfg.train.grad_clip
-        self.dtype = AUTOCAST_DTYPES.get(cfg.train.precision)
-        self.scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
+        self.optimizer = build_optimizer(self.model, t, device)
+        self.grad_clip = t.grad_clip
+        self.dtype = AUTOCAST_DTYPES.get(t.precision)
+        self.scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
 
     def _autocast(self):
         if self.dtype is None:
@@ -63,10 +66,11 @@ class EagerStep:
 
 
 class EngineStep:
-    def __init__(self, model: nn.Module, cfg: Config, world_size: int, device: torch.device):
+    def __init__(self, model: nn.Module, t: TrainConfig, engine: EngineConfig, geometry: BatchGeometry,
+                 device: torch.device):
         from gpt_dist.engine.deepspeed_setup import initialize
 
-        self.engine, self.ds_config = initialize(model, cfg, world_size, device)
+        self.engine, self.ds_config = initialize(model, t, engine, geometry, device)
         self.engine.train()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,8 @@ Method, stated once because every figure depends on it:
 - `peak_memory_gb` (GiB): on CUDA torch.cuda.max_memory_allocated over the whole run; on a CPU
   the process's resident-set high-water mark (ru_maxrss), which includes the interpreter and
   libraries. With --compare-hf both models are resident, so it covers both.
-- `--compare-hf` runs Hugging Face's GPT2LMHeadModel with our weights on the same batches,
+- `--compare-hf` runs Hugging Face's model of the family (GPT2LMHeadModel, LlamaForCausalLM;
+  `hf_class`) with our weights on the same batches,
   dtype and optimizer, in this process. Each step index is a pair (ours, theirs) on the same
   batch; the order inside the pair alternates so neither side always runs on a warmer cache.
   `speedup_vs_hf` is the median over timed pairs of theirs_ms / ours_ms (> 1: we are faster);
@@ -39,7 +40,6 @@ Method, stated once because every figure depends on it:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import resource
 import statistics
@@ -50,7 +50,8 @@ from typing import Any
 
 import torch
 
-from gpt_dist.config import PRECISIONS, Config, EngineConfig, ModelConfig, TrainConfig, resolve_and_validate
+from gpt_dist.batch_geometry import BatchGeometry, batch_geometry
+from gpt_dist.config import PRECISIONS, EngineConfig, ModelConfig, TrainConfig
 from gpt_dist.errors import UserError
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -118,7 +119,7 @@ def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
     else:
         rank, world = 0, 1
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    cfg = _train_config(s, seq_len, world)
+    t, geometry = _train_settings(s, seq_len, world)
     if device.type == "cuda":  # a peak of this run, not of earlier runs in the same process
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -127,15 +128,16 @@ def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
     if device.type == "cuda":  # initialised on the GPU: seconds saved per run at gpt2-large sizes
         torch.set_default_device(device)
     try:
-        models = _build_models(s, m, cfg)
+        models = _build_models(s, m)
     finally:
         torch.set_default_device(None)
     runners: dict[str, Step] = {}
-    for name, (model, run_cfg) in models.items():
+    for name, (model, compiled) in models.items():
         if s.zero_stage is None:
-            runners[name] = EagerStep(parallelize(model, run_cfg, device), run_cfg, device)
+            runners[name] = EagerStep(parallelize(model, device, t.precision, compile=compiled), t, device)
         else:  # the engine set-up parallelizes
-            runners[name] = EngineStep(model, run_cfg, world, device)
+            engine = EngineConfig(zero_stage=s.zero_stage, compile=compiled)
+            runners[name] = EngineStep(model, t, engine, geometry, device)
 
     # Different ranks get different batches, as data-parallel training does.
     gen = torch.Generator().manual_seed(s.seed * 1000 + rank)
@@ -215,6 +217,7 @@ def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
             hf_tokens_per_s=tokens_per_step * world / hf_s,
             hf_first_loss=first_loss["hf"],
             hf_last_loss=last_loss["hf"].item(),
+            hf_class=type(hf_model).__name__,
             hf_attn_implementation=hf_model.config._attn_implementation,
             speedup_vs_hf=statistics.median(ratios),
             speedup_vs_hf_cpu_time=statistics.median([h / o for h, o in zip(cpu_times["hf"], cpu_times["ours"])]),
@@ -224,35 +227,28 @@ def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
     return result
 
 
-def _build_models(s: BenchSettings, m: ModelConfig, cfg: Config) -> dict[str, tuple[torch.nn.Module, Config]]:
-    """name -> (module, the run config its runner uses): ours, its compiled copy, HF's twin."""
-    from gpt_dist.model.gpt import GPT
+def _build_models(s: BenchSettings, m: ModelConfig) -> dict[str, tuple[torch.nn.Module, bool]]:
+    """name -> (module, whether its runner compiles it): ours, its compiled copy, HF's twin."""
+    from gpt_dist.model.factory import build_model
 
-    compiled_cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, compile=True))
-    models: dict[str, tuple[torch.nn.Module, Config]] = {"ours": (GPT(m), compiled_cfg if s.compile == "on" else cfg)}
+    models: dict[str, tuple[torch.nn.Module, bool]] = {"ours": (build_model(m), s.compile == "on")}
     if s.compile == "both":  # the same weights, compiled
-        compiled = GPT(m)
+        compiled = build_model(m)
         compiled.load_state_dict(models["ours"][0].state_dict())
-        models["compiled"] = (compiled, compiled_cfg)
+        models["compiled"] = (compiled, True)
     if s.compare_hf:
         from gpt_dist.benchmark.hf_reference import HFCausalLM, build_hf_twin
 
-        models["hf"] = (HFCausalLM(build_hf_twin(models["ours"][0])), cfg)
+        models["hf"] = (HFCausalLM(build_hf_twin(models["ours"][0])), False)
     return models
 
 
-def _train_config(s: BenchSettings, seq_len: int, world: int) -> Config:
-    """The run config the step runners read: optimizer, clipping, precision, ZeRO stage.
-
-    One micro-batch per optimizer step (no accumulation), the defaults of `train:` otherwise.
-    """
-    cfg = Config(
-        model=s.model,
-        train=TrainConfig(micro_batch_size=s.micro_batch, seq_len=seq_len, precision=s.precision,
-                          global_batch_tokens=s.micro_batch * seq_len * world),
-        engine=EngineConfig(zero_stage=s.zero_stage if s.zero_stage is not None else 0),
-    )
-    return resolve_and_validate(cfg)
+def _train_settings(s: BenchSettings, seq_len: int, world: int) -> tuple[TrainConfig, BatchGeometry]:
+    """The `train:` settings the step runners read (optimizer, clipping, precision; the defaults
+    otherwise) and the batch geometry: one micro-batch per rank per optimizer step."""
+    t = TrainConfig(micro_batch_size=s.micro_batch, seq_len=seq_len, precision=s.precision,
+                    global_batch_tokens=s.micro_batch * seq_len * world)
+    return t, batch_geometry(t, seq_len, "pretrain", world)
 
 
 def _timed(step: Step, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[float, float, torch.Tensor]:
@@ -279,7 +275,8 @@ def _device_name(device: torch.device) -> str:
 
 
 def _model_summary(m: ModelConfig) -> dict[str, Any]:
-    return {"preset": m.preset, "n_layer": m.n_layer, "n_head": m.n_head, "n_embd": m.n_embd,
+    return {"preset": m.preset, "arch": m.arch, "n_layer": m.n_layer, "n_head": m.n_head, "n_kv_head": m.n_kv_head,
+            "n_embd": m.n_embd,
             "block_size": m.block_size, "vocab_size": m.vocab_size, "padded_vocab_size": m.padded_vocab_size,
             "attn_impl": m.attn_impl, "activation_checkpointing": m.activation_checkpointing}
 

@@ -1,4 +1,4 @@
-"""Reading a Hugging Face GPT-2 or Llama directory (OpenAI's upload, or one we exported).
+"""Reading a Hugging Face GPT-2, Llama or Qwen3 directory (OpenAI's upload, or one we exported).
 
 Weights come from model.safetensors, a sharded model.safetensors.index.json, or the older
 pytorch_model.bin[.index.json]; they are opened lazily (safetensors and torch both
@@ -56,7 +56,7 @@ def read_hf_dir(
         raise CheckpointError(f"{config_file}: missing; {hf_dir} is not a Hugging Face model directory") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
-    if conf.get("model_type") == "llama":
+    if conf.get("model_type") in ("llama", "qwen3"):
         cfg = llama_adapter.model_config_from_hf(conf, config_file)
         weights = llama_adapter.from_hf(cfg, _open_weights(hf_dir), config_file)
     else:

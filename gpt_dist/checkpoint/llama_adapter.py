@@ -1,4 +1,10 @@
-"""Our llama-family weights (gpt_dist.model.llama) <-> Hugging Face LlamaForCausalLM's.
+"""Our llama-family weights (gpt_dist.model.llama) <-> Hugging Face LlamaForCausalLM's, or
+Qwen3ForCausalLM's for a model with QK-norm.
+
+Qwen3 is Llama plus one RMSNorm over each head's dim on the queries and one on the keys,
+applied after the projection and before the rotary embedding, with the model's RMSNorm eps:
+exactly our model.qk_norm (attn.q_norm / attn.k_norm). So a qk_norm model exports as
+Qwen3ForCausalLM (sliding-window attention off) and a Qwen3 directory imports as one.
 
 The layouts agree element for element (nn.Linear (out, in) on both sides, rotary embeddings
 on the two halves of each head), so conversion only renames and splits: our fused
@@ -48,11 +54,6 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def pieces(cfg: ModelConfig) -> dict[str, list[tuple[str, int]]]:
     """Our weight name -> [(HF name, rows)], the HF tensors its leading rows are, in order."""
-    if cfg.qk_norm:
-        raise CheckpointError(
-            "model.qk_norm=true: Hugging Face's LlamaForCausalLM has no QK-norm, so this model has no Llama "
-            "equivalent; export needs a model trained with model.qk_norm: false"
-        )
     c, d, f, v = cfg.n_embd, cfg.head_dim, cfg.mlp_hidden, cfg.vocab_size
     out = {WTE: [("model.embed_tokens.weight", v)]}
     for i in range(cfg.n_layer):
@@ -64,6 +65,9 @@ def pieces(cfg: ModelConfig) -> dict[str, list[tuple[str, int]]]:
             (hf + "self_attn.v_proj.weight", cfg.n_kv_head * d),
         ]
         out[ours + "attn.c_proj.weight"] = [(hf + "self_attn.o_proj.weight", c)]
+        if cfg.qk_norm:
+            out[ours + "attn.q_norm.weight"] = [(hf + "self_attn.q_norm.weight", d)]
+            out[ours + "attn.k_norm.weight"] = [(hf + "self_attn.k_norm.weight", d)]
         out[ours + "ln_2.weight"] = [(hf + "post_attention_layernorm.weight", c)]
         out[ours + "mlp.c_fc.weight"] = [(hf + "mlp.gate_proj.weight", f), (hf + "mlp.up_proj.weight", f)]
         out[ours + "mlp.c_proj.weight"] = [(hf + "mlp.down_proj.weight", c)]
@@ -113,16 +117,21 @@ def from_hf(cfg: ModelConfig, raw: Mapping[str, tuple[tuple[int, ...], Callable[
     unused = sorted(set(raw) - {hf for parts in pieces(cfg).values() for hf, _ in parts})
     if unused:
         raise CheckpointError(f"{config_file}: weights {', '.join(unused[:4])} are not part of a Llama model of this "
-                              "config; only LlamaForCausalLM models can be imported")
+                              f"config; only {hf_architecture(cfg)} models of this config can be imported")
     return out
 
 
-def hf_config(cfg: ModelConfig, *, eot_id: int | None, dtype: torch.dtype) -> Any:
-    """The transformers.LlamaConfig for `cfg` (architectures = LlamaForCausalLM)."""
-    from transformers import LlamaConfig
+def hf_architecture(cfg: ModelConfig) -> str:
+    """The transformers class a model of `cfg` exports as."""
+    return "Qwen3ForCausalLM" if cfg.qk_norm else "LlamaForCausalLM"
 
-    pieces(cfg)  # the models Llama cannot express fail here, before any writing
-    conf = LlamaConfig(
+
+def hf_config(cfg: ModelConfig, *, eot_id: int | None, dtype: torch.dtype) -> Any:
+    """The transformers LlamaConfig for `cfg` (architectures = LlamaForCausalLM), or the
+    Qwen3Config (Qwen3ForCausalLM) with model.qk_norm."""
+    from transformers import LlamaConfig, Qwen3Config
+
+    common = dict(
         vocab_size=cfg.vocab_size,
         hidden_size=cfg.n_embd,
         intermediate_size=cfg.mlp_hidden,
@@ -135,13 +144,16 @@ def hf_config(cfg: ModelConfig, *, eot_id: int | None, dtype: torch.dtype) -> An
         rms_norm_eps=cfg.norm_eps,
         rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
         attention_bias=False,
-        mlp_bias=False,
         attention_dropout=0.0,  # ours is residual dropout, which Llama has not; inference uses none
         tie_word_embeddings=cfg.tie_embeddings,
         bos_token_id=eot_id,
         eos_token_id=eot_id,
-        architectures=["LlamaForCausalLM"],
+        architectures=[hf_architecture(cfg)],
     )
+    if cfg.qk_norm:
+        conf = Qwen3Config(use_sliding_window=False, layer_types=["full_attention"] * cfg.n_layer, **common)
+    else:
+        conf = LlamaConfig(mlp_bias=False, **common)
     conf.dtype = dtype
     return conf
 
@@ -154,9 +166,14 @@ def model_config_from_hf(conf: Mapping[str, Any], config_file: Path) -> ModelCon
         if not cond:
             raise CheckpointError(f"{config_file}: {field}: {problem}; gpt_dist's llama family cannot reproduce it")
 
-    archs = conf.get("architectures") or ["LlamaForCausalLM"]
-    need(any(a in ("LlamaForCausalLM", "LlamaModel") for a in archs), "architectures",
-         f"{archs} is not a Llama language model")
+    qwen3 = conf.get("model_type") == "qwen3"
+    archs = conf.get("architectures") or ["Qwen3ForCausalLM" if qwen3 else "LlamaForCausalLM"]
+    known = ("Qwen3ForCausalLM", "Qwen3Model") if qwen3 else ("LlamaForCausalLM", "LlamaModel")
+    need(any(a in known for a in archs), "architectures", f"{archs} is not a {known[0]} language model")
+    if qwen3:
+        need(not conf.get("use_sliding_window", False), "use_sliding_window", "true limits attention to a window")
+        layer_types = set(conf.get("layer_types") or ["full_attention"])
+        need(layer_types == {"full_attention"}, "layer_types", f"{sorted(layer_types)} has windowed layers")
     need(conf.get("hidden_act", "silu") == "silu", "hidden_act", f"'{conf.get('hidden_act')}' is not SwiGLU's silu")
     need(not conf.get("attention_bias", False), "attention_bias", "true adds biases")
     need(not conf.get("mlp_bias", False), "mlp_bias", "true adds biases")
@@ -185,6 +202,7 @@ def model_config_from_hf(conf: Mapping[str, Any], config_file: Path) -> ModelCon
         rope_theta=float(theta),
         norm_eps=float(conf.get("rms_norm_eps", 1e-6)),
         tie_embeddings=bool(conf.get("tie_word_embeddings", False)),
+        qk_norm=qwen3,
     )
     try:
         return resolve_model_config(cfg)

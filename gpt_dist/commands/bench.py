@@ -1,5 +1,5 @@
 """`gpt-dist bench --model PRESET|model.yaml [...]`: timed training steps (tokens/s, step time,
-MFU, peak memory), optionally against Hugging Face's GPT-2 (`--compare-hf`);
+MFU, peak memory) of either family, optionally against Hugging Face's model of it (`--compare-hf`);
 `gpt-dist bench --data SHARDS_DIR`: the training loader alone. Method: gpt_dist.benchmark."""
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ import contextlib
 import json
 import sys
 
-HELP = "time training steps (tokens/s, MFU, memory), against HF GPT-2 with --compare-hf; or the data loader"
+HELP = "time training steps (tokens/s, MFU, memory), against HF's model with --compare-hf; or the data loader"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help=HELP, description=HELP)
     p.add_argument("--model", metavar="PRESET|model.yaml",
-                   help="a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, mini, tiny) or a YAML file with a model: section")
+                   help="a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, mini, tiny, llama-124m ... llama-1.5b, "
+                        "llama-mini, llama-tiny) or a YAML file with a model: section")
     p.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: model.block_size)")
     p.add_argument("--micro-batch", type=int, default=8, help="sequences per step per rank (default: 8)")
     p.add_argument("--steps", type=int, default=10, help="timed steps (default: 10)")
@@ -31,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="torch.compile (engine.compile: true): `--compile` also times a compiled copy, alternating "
                         "with eager; `--compile on` times the compiled model alone (default: off)")
     p.add_argument("--compare-hf", action="store_true",
-                   help="also time Hugging Face GPT2LMHeadModel with the same weights, batches and optimizer, alternating")
+                   help="also time Hugging Face's GPT2LMHeadModel / LlamaForCausalLM with the same weights, batches and "
+                        "optimizer, alternating")
     p.add_argument("--data", metavar="SHARDS_DIR",
                    help="time the training loader alone over these shards (tokens/s per rank); "
                         "a shard dir or a `gpt-dist prepare` output (its train/)")

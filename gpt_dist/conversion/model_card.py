@@ -17,7 +17,9 @@ def model_card(
     stage, world = meta.get("zero_stage"), meta.get("world_size")
     chat = meta.get("chat_template")
     llama = cfg.arch == "llama"
-    kind = (f"A Llama-style language model (`LlamaForCausalLM`, {cfg.n_kv_head} key/value heads" if llama
+    if llama:
+        from gpt_dist.checkpoint.llama_adapter import hf_architecture
+    kind = (f"A Llama-style language model (`{hf_architecture(cfg)}`, {cfg.n_kv_head} key/value heads" if llama
             else "A GPT-2 language model (`GPT2LMHeadModel`")
     lines = [
         "---",

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from gpt_dist.batch_geometry import BatchGeometry, run_geometry
-from gpt_dist.config import Config, ConfigError, TrainConfig
+from gpt_dist.batch_geometry import BatchGeometry
+from gpt_dist.config import Config, ConfigError, EngineConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +24,22 @@ _OWNED = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumu
           "gradient_clipping", "bf16", "fp16", "optimizer", "scheduler")
 
 
-def ds_config_path(cfg: Config) -> Path:
-    if cfg.engine.ds_config:
-        p = Path(cfg.engine.ds_config)
+def ds_config_path(engine: EngineConfig) -> Path:
+    if engine.ds_config:
+        p = Path(engine.ds_config)
         if not p.is_file() and (REPO_DS_CONFIGS / p.name).is_file() and not p.is_absolute():
             p = REPO_DS_CONFIGS / p.name
         if not p.is_file():
-            raise ConfigError(f"engine.ds_config: {cfg.engine.ds_config} not found; point it at a JSON file such as ds_configs/zero3.json")
+            raise ConfigError(f"engine.ds_config: {engine.ds_config} not found; point it at a JSON file such as ds_configs/zero3.json")
         return p
-    return REPO_DS_CONFIGS / f"zero{cfg.engine.zero_stage}.json"
+    return REPO_DS_CONFIGS / f"zero{engine.zero_stage}.json"
 
 
-def build_ds_config(cfg: Config, geometry: BatchGeometry, *, load_universal: bool = False) -> dict[str, Any]:
-    """The DeepSpeed config dict for this run: the JSON file with our owned values filled in
-    (the batch keys from `geometry`, gpt_dist.config.batch_geometry)."""
-    path = ds_config_path(cfg)
+def build_ds_config(t: TrainConfig, engine: EngineConfig, geometry: BatchGeometry, *,
+                    load_universal: bool = False) -> dict[str, Any]:
+    """The DeepSpeed config dict for this run: the JSON file of `engine` with the values of
+    `t` (train:) filled in, and the batch keys from `geometry` (gpt_dist.batch_geometry)."""
+    path = ds_config_path(engine)
     try:
         ds = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -48,13 +49,12 @@ def build_ds_config(cfg: Config, geometry: BatchGeometry, *, load_universal: boo
     if overridden:
         log.warning("%s: %s are set from the gpt_dist config; the file's values are ignored", path, ", ".join(overridden))
     zero = ds.setdefault("zero_optimization", {})
-    file_stage = zero.get("stage", cfg.engine.zero_stage)
-    if cfg.engine.ds_config and file_stage != cfg.engine.zero_stage:
+    file_stage = zero.get("stage", engine.zero_stage)
+    if engine.ds_config and file_stage != engine.zero_stage:
         raise ConfigError(
-            f"engine.zero_stage={cfg.engine.zero_stage} but {path} sets zero_optimization.stage={file_stage}; make them agree"
+            f"engine.zero_stage={engine.zero_stage} but {path} sets zero_optimization.stage={file_stage}; make them agree"
         )
-    zero["stage"] = cfg.engine.zero_stage
-    t = cfg.train
+    zero["stage"] = engine.zero_stage
     ds.update(**geometry.deepspeed(), gradient_clipping=t.grad_clip)
     ds.pop("bf16", None)
     ds.pop("fp16", None)
@@ -138,8 +138,8 @@ def restore_optimizer_invariants(optimizer, model: torch.nn.Module, cfg: Config)
             state["step"] = state["step"].clone()
 
 
-def build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
-    t = cfg.train
+def build_optimizer(model: torch.nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """train.optimizer over `model`'s trainable parameters (param_groups), with `t`'s settings."""
     if t.optimizer == "muon":
         # DeepSpeed's own Muon: ZeRO 1-3 recognise this class and orthogonalise the gradient
         # partitions of the use_muon parameters; its inline AdamW updates the rest.
@@ -155,25 +155,23 @@ def build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -
     return torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, **extra)
 
 
-def initialize(model: torch.nn.Module, cfg: Config, world_size: int, device: torch.device, *,
-               geometry: BatchGeometry | None = None, load_universal: bool = False):
-    """Wrap `model` in a DeepSpeed engine; returns (engine, ds_config). `geometry`: the run's
-    batch split when the caller has it (the trainer computes it once), else derived here."""
+def initialize(model: torch.nn.Module, t: TrainConfig, engine: EngineConfig, geometry: BatchGeometry,
+               device: torch.device, *, load_universal: bool = False):
+    """Wrap `model` in a DeepSpeed engine for training with `t` (train:) and `engine` (engine:),
+    the batch split over ranks `geometry` (gpt_dist.batch_geometry); returns (engine, ds_config)."""
     import deepspeed
 
     from gpt_dist.engine.parallelize import parallelize
 
-    if geometry is None:
-        geometry = run_geometry(cfg, world_size)
-    ds = build_ds_config(cfg, geometry, load_universal=load_universal)
-    model = parallelize(model.to(device), cfg, device)
+    ds = build_ds_config(t, engine, geometry, load_universal=load_universal)
+    model = parallelize(model.to(device), device, t.precision, compile=engine.compile)
     if offloads_optimizer(ds):
-        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, cfg.train.weight_decay), config=ds)
+        wrapped, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, t.weight_decay), config=ds)
     else:
-        optimizer = build_optimizer(model, cfg, device)
-        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds)
-    _report_fp32_grad_norm(engine)
-    return engine, ds
+        optimizer = build_optimizer(model, t, device)
+        wrapped, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds)
+    _report_fp32_grad_norm(wrapped)
+    return wrapped, ds
 
 
 def _report_fp32_grad_norm(engine) -> None:

@@ -2,8 +2,8 @@
 (torchtitan's `parallelize` step): the attention kernel for the run's device and dtype,
 activation checkpointing, torch.compile. The model's code knows none of it.
 
-    model = GPT(cfg.model)
-    parallelize(model, cfg, device)   # then deepspeed.initialize(model=model, ...)
+    model = build_model(cfg.model)
+    parallelize(model, device, cfg.train.precision, compile=cfg.engine.compile)   # then deepspeed.initialize(...)
 
 Parameter and buffer names do not change (the checkpoints, the Hugging Face conversion and
 LoRA's state-dict names rely on them): checkpointing replaces a block's `forward` on the
@@ -19,7 +19,6 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from gpt_dist.config import Config
 from gpt_dist.model.gpt import GPT
 
 log = logging.getLogger(__name__)
@@ -27,16 +26,17 @@ log = logging.getLogger(__name__)
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def parallelize(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
+def parallelize(model: nn.Module, device: torch.device, precision: str, *, compile: bool = False) -> nn.Module:
     """Set up `model` (a GPT, LoRA adapters or not) in place for training on `device` in
-    `cfg.train.precision`; returns it. Another module (the benchmarks' Hugging Face twin, which
-    sets up its own attention and checkpointing) is returned as it is."""
+    `precision` (train.precision), activation checkpointing as its own model config asks and
+    torch.compile with `compile` (engine.compile); returns it. Another module (the benchmarks'
+    Hugging Face twin, which sets up its own attention and checkpointing) is returned as it is."""
     if not isinstance(model, GPT):
         return model
-    model.set_attention_kernel(device, COMPUTE_DTYPES[cfg.train.precision])
-    if cfg.model.activation_checkpointing:
-        apply_activation_checkpointing(model, every=cfg.model.activation_checkpointing_every)
-    if cfg.engine.compile:
+    model.set_attention_kernel(device, COMPUTE_DTYPES[precision])
+    if model.config.activation_checkpointing:
+        apply_activation_checkpointing(model, every=model.config.activation_checkpointing_every)
+    if compile:
         apply_compile(model)
     return model
 

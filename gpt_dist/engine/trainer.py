@@ -146,7 +146,7 @@ class Trainer:
             log.info("LoRA r=%d on %s: %d of %d parameters train", cfg.lora.r, list(cfg.lora.target_modules), trainable, total)
             if plan is not None and plan.universal:
                 checkpointing.load_frozen_weights(model, plan, cfg)
-        self.engine, self.ds_config = initialize(model, cfg, dist.world_size, dist.device, geometry=self.geometry,
+        self.engine, self.ds_config = initialize(model, cfg.train, cfg.engine, self.geometry, dist.device,
                                                  load_universal=bool(plan and plan.universal))
         cbs = default_callbacks(cfg, self.flops_per_token, self.peak_flops) + list(callbacks)
         self.callbacks: list[Callback] = sorted(cbs, key=lambda cb: -cb.priority)  # stable: equal keep their order

@@ -8,8 +8,11 @@
   math        a plain softmax(QK^T/sqrt(d))V reference
   auto        the fastest of these that works for the tensors it is given
 
-All kernels take q, k, v as (B, T, H, D) and return (B, T, H, D). `attention_kernel` picks one
-once, when a model is set up for a device and dtype (GPT.set_attention_kernel).
+All kernels take q as (B, T, H, D) and k, v as (B, Tk, H_kv, D), and return (B, T, H, D).
+H_kv divides H (grouped-query attention; H_kv = H is multi-head): query head j reads key/value
+head j // (H / H_kv), the grouping of Hugging Face's `repeat_kv`. FlashAttention-2 reads the
+shared heads as they are; sdpa and math repeat them first. `attention_kernel` picks one once,
+when a model is set up for a device and dtype (GPT.set_attention_kernel).
 Packed rows (several samples, each attending only within itself) come as `Segments`: the
 flash_attn kernel runs FlashAttention-2's variable-length kernel on them, sdpa one causal SDPA
 per segment; neither builds a (T, T) mask. A `mask` (B, 1, Tq, Tk) of booleans, True = may
@@ -110,7 +113,8 @@ def kernel_name(kernel: Kernel | None) -> str | None:
 
 
 def flash_attention(q, k, v, mask=None, segments=None):
-    """FlashAttention-2; packed rows through its variable-length kernel (no mask at all)."""
+    """FlashAttention-2; packed rows through its variable-length kernel (no mask at all). Both
+    take k, v with fewer heads than q (MQA/GQA) natively, so the shared heads are never copied."""
     if segments is not None:
         return _flash_varlen(q, k, v, segments)
     if mask is None and q.shape[1] == k.shape[1]:
@@ -123,6 +127,7 @@ def flash_attention(q, k, v, mask=None, segments=None):
 def sdpa_attention(q, k, v, mask=None, segments=None):
     """torch SDPA. Packed rows run one causal SDPA per segment, so its fused kernels apply and
     no (T, T) mask exists; an explicit mask (KV cache) goes to SDPA as given."""
+    k, v = repeat_kv(k, q.shape[2]), repeat_kv(v, q.shape[2])
     if segments is not None:
         return _sdpa_per_segment(q, k, v, segments)
     return _sdpa(q, k, v, mask)
@@ -136,7 +141,7 @@ def _flash_varlen(q, k, v, segments: Segments) -> torch.Tensor:
     from flash_attn import flash_attn_varlen_func
 
     b, t, h, d = q.shape
-    q, k, v = (x.reshape(b * t, h, d) for x in (q, k, v))
+    q, k, v = (x.reshape(b * t, x.shape[2], d) for x in (q, k, v))
     cu, n = segments.cu_seqlens, segments.max_len
     return flash_attn_varlen_func(q, k, v, cu, cu, n, n, causal=True).view(b, t, h, d)
 
@@ -171,6 +176,7 @@ def math_attention(q, k, v, mask=None, segments=None):
     """softmax(QK^T/sqrt(d))V in fp32 with a materialised mask: the reference the others match."""
     if segments is not None:
         mask = segment_mask(segments.segment_ids)
+    k, v = repeat_kv(k, q.shape[2]), repeat_kv(v, q.shape[2])
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
     scores = (q @ k.transpose(-2, -1)).float() * (1.0 / math.sqrt(q.shape[-1]))  # (B, H, Tq, Tk)
     if mask is None:
@@ -178,6 +184,17 @@ def math_attention(q, k, v, mask=None, segments=None):
     scores = scores.masked_fill(~mask, float("-inf"))
     y = scores.softmax(dim=-1).to(v.dtype) @ v
     return y.transpose(1, 2)
+
+
+def repeat_kv(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(B, T, H_kv, D) keys or values -> (B, T, n_head, D), each kv head repeated for the
+    n_head / H_kv query heads of its group (a no-op for multi-head attention)."""
+    n_kv = x.shape[2]
+    if n_kv == n_head:
+        return x
+    if n_head % n_kv:
+        raise ValueError(f"{n_head} query heads cannot share {n_kv} key/value heads evenly")
+    return x.repeat_interleave(n_head // n_kv, dim=2)
 
 
 _KERNELS: dict[str, Kernel] = {"flash_attn": flash_attention, "sdpa": sdpa_attention, "math": math_attention}

@@ -89,10 +89,7 @@ class LlamaAttention(nn.Module):
         q, k = apply_rotary(q, rope), apply_rotary(k, rope)
         if kv_cache is not None:
             k, v = kv_cache.append(layer, k, v)  # (B, past + T, H_kv, D): the cache holds kv heads only
-        if hkv != h:
-            # Query head j reads key/value head j // (h / hkv), as in Hugging Face's repeat_kv.
-            k, v = k.repeat_interleave(h // hkv, dim=2), v.repeat_interleave(h // hkv, dim=2)
-        y = self.kernel(q, k, v, mask=mask, segments=segments)  # (B, T, H, D)
+        y = self.kernel(q, k, v, mask=mask, segments=segments)  # (B, T, H, D): the kernel groups kv heads
         return self.resid_dropout(self.c_proj(y.reshape(b, t, c)))
 
 

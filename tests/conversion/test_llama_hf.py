@@ -10,6 +10,7 @@ import torch
 from conversion_helpers import _randomize
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from gpt_dist.benchmark.hf_reference import build_hf_twin
 from gpt_dist.checkpoint import llama_adapter
 from gpt_dist.checkpoint.model_loader import load_model, load_weights
 from gpt_dist.checkpoint.state_dict_adapter import pad_vocab, param_shapes
@@ -37,17 +38,9 @@ def random_llama(cfg: ModelConfig, seed: int = 0) -> Llama:
     return model.eval()
 
 
-def to_hf_model(model: Llama) -> LlamaForCausalLM:
-    cfg = model.config
-    hf = LlamaForCausalLM(llama_adapter.hf_config(cfg, eot_id=50256, dtype=torch.float32)).eval()
-    state = {}
-    for name, t in model.state_dict().items():
-        if name == "lm_head.weight" and cfg.tie_embeddings:
-            continue
-        state.update(dict(llama_adapter.to_hf_tensors(name, t, cfg)))
-    missing, unexpected = hf.load_state_dict(state, strict=False)
-    assert not unexpected and missing == (["lm_head.weight"] if cfg.tie_embeddings else [])
-    return hf
+def to_hf_model(model: Llama):
+    """LlamaForCausalLM (Qwen3ForCausalLM with qk_norm) holding `model`'s weights as to-hf maps them."""
+    return build_hf_twin(model).eval()
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(tie_embeddings=False), dict(n_kv_head=1, rope_theta=500000.0),
@@ -75,11 +68,15 @@ def hf_llama_dir(tmp_path, gpt2_tokenizer):
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                        rms_norm_eps=1e-5, tie_word_embeddings=False,
                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
-    hf = LlamaForCausalLM(conf).eval()
+    return saved_random(LlamaForCausalLM(conf), tmp_path / "hf_llama", gpt2_tokenizer)
+
+
+def saved_random(hf, d, tokenizer):
+    """(d, hf): `hf` with random weights, saved with save_pretrained and GPT-2's tokenizer files."""
+    hf.eval()
     _randomize(hf.named_parameters())
-    d = tmp_path / "hf_llama"
     hf.save_pretrained(d)
-    save_hf_tokenizer(gpt2_tokenizer, d, chat_template=None, model_max_length=64)
+    save_hf_tokenizer(tokenizer, d, chat_template=None, model_max_length=64)
     return d, hf
 
 
@@ -124,8 +121,10 @@ def test_a_tied_model_stores_no_head_and_pads_one(hf_llama_dir):
 
 
 def test_models_llama_cannot_express_are_clear_errors(tmp_path):
-    with pytest.raises(CheckpointError, match="model.qk_norm=true: .*no QK-norm"):
-        llama_adapter.hf_config(llama_cfg(qk_norm=True), eot_id=0, dtype=torch.float32)
+    qwen3 = dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], hidden_size=64, num_attention_heads=4,
+                 intermediate_size=192, use_sliding_window=True)
+    with pytest.raises(CheckpointError, match=r"config.json: use_sliding_window: true limits attention to a window"):
+        llama_adapter.model_config_from_hf(qwen3, tmp_path / "config.json")
     conf = dict(model_type="llama", architectures=["LlamaForCausalLM"], hidden_size=64, num_attention_heads=4,
                 intermediate_size=192, rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0})
     with pytest.raises(CheckpointError, match=r"config.json: rope_parameters.rope_type: 'llama3' scales"):
@@ -133,3 +132,52 @@ def test_models_llama_cannot_express_are_clear_errors(tmp_path):
     conf.update(rope_parameters=None, attention_bias=True)
     with pytest.raises(CheckpointError, match=r"attention_bias: true adds biases"):
         llama_adapter.model_config_from_hf(conf, tmp_path / "config.json")
+
+
+def random_qk_norm_llama(seed: int = 0, **kw) -> Llama:
+    model = random_llama(llama_cfg(qk_norm=True, **kw), seed)
+    with torch.no_grad():  # per-head norms away from 1 too
+        for name, p in model.named_parameters():
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(tie_embeddings=False, n_kv_head=1)])
+def test_a_qk_norm_model_is_qwen3_with_the_same_logits(kw):
+    """Qwen3ForCausalLM = Llama + RMSNorm over each head's dim on q and k, before RoPE, with
+    rms_norm_eps: our model.qk_norm; the conversion maps attn.q_norm / k_norm one to one."""
+    from transformers import Qwen3ForCausalLM
+
+    model = random_qk_norm_llama(**kw)
+    hf = to_hf_model(model)
+    assert type(hf) is Qwen3ForCausalLM
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDX), hf(IDX).logits, rtol=0, atol=1e-5)
+
+
+def test_qwen3_directory_imports_and_exports_back_loading_offline(tmp_path, gpt2_tokenizer, monkeypatch):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(5)
+    conf = Qwen3Config(vocab_size=50257, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+                       rms_norm_eps=1e-6, tie_word_embeddings=True,
+                       rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
+    src, hf = saved_random(Qwen3ForCausalLM(conf), tmp_path / "qwen3", gpt2_tokenizer)
+
+    tag_dir = import_hf(src, tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt", device="cpu", dtype="fp32").model
+    c = loaded.config
+    assert (c.arch, c.qk_norm, c.n_kv_head, c.norm_eps, c.rope_theta) == ("llama", True, 2, 1e-6, 1e6)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(IDX), hf(IDX).logits, rtol=0, atol=1e-5)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = export_hf(tag_dir, tmp_path / "exported")
+    written = json.loads((out / "config.json").read_text())
+    assert written["architectures"] == ["Qwen3ForCausalLM"] and written["model_type"] == "qwen3"
+    assert "(`Qwen3ForCausalLM`, 2 key/value heads" in (out / "README.md").read_text()
+    back = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+    assert type(back) is Qwen3ForCausalLM
+    with torch.no_grad():
+        torch.testing.assert_close(back(IDX).logits, hf(IDX).logits, rtol=0, atol=1e-5)

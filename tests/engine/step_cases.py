@@ -77,7 +77,7 @@ def run_one_step(objective: str, micro: int, dist: DistInfo, zero_stage: int = 0
     cfg, world = config(objective, micro, dist.world_size, zero_stage)
     geometry = run_geometry(cfg, world)
     torch.manual_seed(0)
-    engine, _ = initialize(GPT(cfg.model), cfg, world, dist.device, geometry=geometry)
+    engine, _ = initialize(GPT(cfg.model), cfg.train, cfg.engine, geometry, dist.device)
     all_units = units(objective)
     batches = []
     for m in range(geometry.grad_accum):  # the order EpochLoader gives: rank r takes [p + r*B, p + (r+1)*B)
@@ -120,7 +120,7 @@ def reference_table(dist: DistInfo, zero_stage: int, pairs: int = 5) -> torch.Te
 
     cfg, world = config("dpo", 1, dist.world_size, zero_stage)
     torch.manual_seed(0)
-    engine, _ = initialize(GPT(cfg.model), cfg, world, dist.device)
+    engine, _ = initialize(GPT(cfg.model), cfg.train, cfg.engine, run_geometry(cfg, world), dist.device)
     all_units = (units("dpo") * 2)[:pairs]
     (table,) = reference_logps(engine, dist, [(pairs, lambda idx: collate("dpo", [all_units[i] for i in idx]))],
                                batch_size=2)

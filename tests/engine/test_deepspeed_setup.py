@@ -13,7 +13,7 @@ SMALL = ["model.preset=tiny", "train.seq_len=64", "train.micro_batch_size=2", "t
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_owned_values_come_from_our_config(stage):
     cfg = load_config(overrides=SMALL + [f"engine.zero_stage={stage}", "train.grad_clip=0.5", "train.precision=bf16"])
-    ds = build_ds_config(cfg, run_geometry(cfg, 2))
+    ds = build_ds_config(cfg.train, cfg.engine, run_geometry(cfg, 2))
     assert ds["zero_optimization"]["stage"] == stage
     assert ds["train_micro_batch_size_per_gpu"] == 2
     assert ds["gradient_accumulation_steps"] == 4  # 1024 / (2 * 64 * 2)
@@ -25,7 +25,7 @@ def test_owned_values_come_from_our_config(stage):
 
 def test_zero3_knobs_for_gpt2_sizes():
     cfg = load_config(overrides=SMALL + ["engine.zero_stage=3"])
-    z = build_ds_config(cfg, run_geometry(cfg, 1))["zero_optimization"]
+    z = build_ds_config(cfg.train, cfg.engine, run_geometry(cfg, 1))["zero_optimization"]
     assert z["overlap_comm"] and z["contiguous_gradients"]
     assert z["stage3_gather_16bit_weights_on_model_save"] is True
     assert z["stage3_param_persistence_threshold"] > 0 and z["stage3_prefetch_bucket_size"] > 0
@@ -33,13 +33,13 @@ def test_zero3_knobs_for_gpt2_sizes():
 
 def test_fp16_enables_dynamic_loss_scaling():
     cfg = load_config(overrides=SMALL + ["train.precision=fp16"])
-    ds = build_ds_config(cfg, run_geometry(cfg, 1))
+    ds = build_ds_config(cfg.train, cfg.engine, run_geometry(cfg, 1))
     assert ds["fp16"]["enabled"] and ds["fp16"]["loss_scale"] == 0  # 0 = dynamic
 
 
 def test_offload_config_gets_an_optimizer_section_from_our_config():
     cfg = load_config(overrides=SMALL + ["engine.zero_stage=3", "engine.ds_config=ds_configs/zero3_offload.json", "train.lr=3e-4"])
-    ds = build_ds_config(cfg, run_geometry(cfg, 1))
+    ds = build_ds_config(cfg.train, cfg.engine, run_geometry(cfg, 1))
     assert ds["optimizer"]["type"] == "AdamW" and ds["optimizer"]["params"]["lr"] == 3e-4
     assert ds["optimizer"]["params"]["betas"] == [0.9, 0.95]
 
@@ -49,7 +49,7 @@ def test_stage_mismatch_between_file_and_config_is_an_error(tmp_path):
     p.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
     cfg = load_config(overrides=SMALL + ["engine.zero_stage=3", f"engine.ds_config={p}"])
     with pytest.raises(ConfigError, match="zero_optimization.stage=2"):
-        build_ds_config(cfg, run_geometry(cfg, 1))
+        build_ds_config(cfg.train, cfg.engine, run_geometry(cfg, 1))
 
 
 def test_bad_json_names_the_file(tmp_path):
@@ -57,13 +57,13 @@ def test_bad_json_names_the_file(tmp_path):
     p.write_text("{not json")
     cfg = load_config(overrides=SMALL + [f"engine.ds_config={p}"])
     with pytest.raises(ConfigError, match="ds.json: not valid JSON"):
-        build_ds_config(cfg, run_geometry(cfg, 1))
+        build_ds_config(cfg.train, cfg.engine, run_geometry(cfg, 1))
 
 
 def test_batch_geometry_error_names_world_size():
     cfg = load_config(overrides=SMALL)
     with pytest.raises(ConfigError, match=r"data-parallel ranks \(3\)"):
-        build_ds_config(cfg, run_geometry(cfg, 3))
+        build_ds_config(cfg.train, cfg.engine, run_geometry(cfg, 3))
 
 
 def test_weight_decay_on_matrices_only():

@@ -45,7 +45,7 @@ def test_muon_orthogonalises_the_update_of_a_hidden_matrix():
     cfg = load_config([REPO / "configs/sample_cpu.yaml"], MUON + ["train.weight_decay=0", "model.vocab_size=97"])
     torch.manual_seed(0)
     model = build_model(cfg.model)
-    opt = build_optimizer(model, cfg, torch.device("cpu"))
+    opt = build_optimizer(model, cfg.train, torch.device("cpu"))
     w, wte = model.transformer.h[0].mlp.c_proj.weight, model.transformer.wte.weight
     before, wte_before = w.detach().clone(), wte.detach().clone()
     x = torch.randint(0, 97, (4, 32))
@@ -63,7 +63,7 @@ def test_deepspeed_config_and_bad_settings(tmp_path):
     cfg = load_config([REPO / "configs/sample_cpu.yaml"], MUON + ["engine.zero_stage=3"])
     from gpt_dist.batch_geometry import run_geometry
 
-    ds = build_ds_config(cfg, run_geometry(cfg, 1))
+    ds = build_ds_config(cfg.train, cfg.engine, run_geometry(cfg, 1))
     assert ds["zero_optimization"]["reduce_scatter"] is False and "optimizer" not in ds
     with pytest.raises(ConfigError, match=r"train\.grad_clip: 1\.0 with train\.optimizer: muon.*set train\.grad_clip: 0"):
         load_config([REPO / "configs/sample_cpu.yaml"], MUON + ["train.grad_clip=1.0"])
@@ -73,7 +73,7 @@ def test_deepspeed_config_and_bad_settings(tmp_path):
     offload.write_text(json.dumps({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}))
     cfg = load_config([REPO / "configs/sample_cpu.yaml"], MUON + ["engine.zero_stage=2", f"engine.ds_config={offload}"])
     with pytest.raises(ConfigError, match=r"train\.optimizer: muon cannot run with .*offload_optimizer"):
-        build_ds_config(cfg, run_geometry(cfg, 1))
+        build_ds_config(cfg.train, cfg.engine, run_geometry(cfg, 1))
 
 
 @pytest.mark.parametrize("stage", [2])  # ZeRO-3 on 2 ranks: tests/engine/test_llama_training.py

@@ -4,7 +4,7 @@ compile; the model's names and tensors stay as they were."""
 import pytest
 import torch
 
-from gpt_dist.config import Config, EngineConfig, ModelConfig, TrainConfig
+from gpt_dist.config import ModelConfig
 from gpt_dist.engine.parallelize import apply_activation_checkpointing, parallelize
 from gpt_dist.model import attention
 from gpt_dist.model.attention import kernel_name
@@ -15,10 +15,6 @@ def tiny(**kw) -> ModelConfig:
     base = dict(n_layer=4, n_head=2, n_embd=32, block_size=32, vocab_size=97, vocab_pad_multiple=64)
     base.update(kw)
     return ModelConfig(**base)
-
-
-def run_config(model: ModelConfig, precision="fp32", compile=False) -> Config:
-    return Config(model=model, train=TrainConfig(precision=precision), engine=EngineConfig(compile=compile))
 
 
 @pytest.mark.parametrize("every, recomputed", [(1, [0, 1, 2, 3]), (2, [0, 2])])
@@ -40,7 +36,7 @@ def test_checkpointing_recomputes_the_chosen_blocks_in_backward(every, recompute
 def test_parallelize_keeps_every_name_and_tensor():
     model = GPT(tiny(activation_checkpointing=True))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    parallelize(model, run_config(model.config, compile=True), torch.device("cpu"))
+    parallelize(model, torch.device("cpu"), "fp32", compile=True)
     after = model.state_dict()
     assert list(after) == list(before)
     for k, v in before.items():
@@ -68,7 +64,7 @@ def test_forward_changes_no_parameter_or_buffer():
 
 def test_attention_kernel_is_chosen_once_at_set_up(monkeypatch):
     model = GPT(tiny(attn_impl="math"))
-    parallelize(model, run_config(model.config), torch.device("cpu"))
+    parallelize(model, torch.device("cpu"), "fp32")
     assert {kernel_name(b.attn.kernel) for b in model.transformer.h} == {"math"}
 
     def no_resolving(*_):
@@ -89,7 +85,7 @@ def test_a_model_never_set_up_chooses_on_its_first_forward():
 def test_flash_attn_is_refused_where_it_cannot_run():
     model = GPT(tiny(attn_impl="flash_attn"))
     with pytest.raises(RuntimeError, match="needs CUDA"):
-        parallelize(model, run_config(model.config, precision="bf16"), torch.device("cpu"))
+        parallelize(model, torch.device("cpu"), "bf16")
 
 
 def test_compiled_blocks_train_packed_rows_like_eager():
@@ -97,7 +93,7 @@ def test_compiled_blocks_train_packed_rows_like_eager():
     torch.manual_seed(0)
     eager, compiled = GPT(tiny(n_layer=2)), GPT(tiny(n_layer=2))
     compiled.load_state_dict(eager.state_dict())
-    parallelize(compiled, run_config(compiled.config, compile=True), torch.device("cpu"))
+    parallelize(compiled, torch.device("cpu"), "fp32", compile=True)
     x = torch.randint(0, 97, (2, 16))
     for cut in (5, 9):  # two packings
         seg = (torch.arange(16) >= cut).long().expand(2, 16)

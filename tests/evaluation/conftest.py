@@ -5,9 +5,9 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from testutil import write_shard_set
 
 from gpt_dist.config import ModelConfig, TokenizerConfig, resolve_model_config
 from gpt_dist.model.gpt import GPT
@@ -65,17 +65,6 @@ HELLASWAG_LIKE = [
 
 VAL_WINDOWS = 24  # validation sequences of SEQ_LEN + 1 tokens
 SEQ_LEN = 64  # the tiny model's block_size
-
-
-def write_shard_set(split_dir: Path, windows: np.ndarray, tokenizer) -> Path:
-    """A shard set in gpt_dist's format (the data package's writer), 10 sequences per shard."""
-    from gpt_dist.data.shards import Manifest, ShardWriter, write_manifest
-
-    w = ShardWriter(split_dir, f"{split_dir.name}-t00000-", windows.shape[1] - 1, "uint16", sequences_per_shard=10)
-    w.write(windows)
-    write_manifest(split_dir, Manifest(split=split_dir.name, seq_len=windows.shape[1] - 1, dtype="uint16",
-                                       tokenizer=tokenizer.spec(), shards=w.close()))
-    return split_dir
 
 
 @pytest.fixture(scope="session")
