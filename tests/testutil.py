@@ -24,6 +24,7 @@ def rank_launcher(world: int, port: int | None = None) -> list[str]:
     return [sys.executable, str(REPO / "tests" / "rank_launcher.py"), "--nproc", str(world),
             "--master_port", str(port or free_port())]
 
+
 def write_shard_set(split_dir: Path, windows, tokenizer) -> Path:
     """A shard set in gpt_dist's format (the data package's writer), 10 sequences per shard;
     `windows` (N, seq_len + 1) integer array."""
