@@ -187,15 +187,14 @@ def test_bench_convert_builds_converts_and_checks(tmp_path):
 # ---------------------------------------------------------- what runs only as far as it can here
 
 
-@pytest.fixture
-def eight_gpus(tmp_path) -> Path:
-    """A folder for PATH with an `nvidia-smi -L` that lists eight GPUs: the machine the GPU lines are for."""
-    bin_dir = tmp_path / "gpus"
-    bin_dir.mkdir()
-    lines = "".join(f"GPU {i}: NVIDIA A100-SXM4-80GB (UUID: GPU-{i:08d})\\n" for i in range(8))
-    (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\nprintf '{lines}'\n")
-    (bin_dir / "nvidia-smi").chmod(0o755)
-    return bin_dir
+def _gpus(folder: Path, n: int) -> Path:
+    """`folder`, to put first on PATH, with an `nvidia-smi -L` that lists `n` GPUs: the machine a
+    launch line is written for, whatever GPUs the test machine has."""
+    folder.mkdir()
+    lines = "".join(f"GPU {i}: NVIDIA A100-SXM4-80GB (UUID: GPU-{i:08d})\\n" for i in range(n))
+    (folder / "nvidia-smi").write_text(f"#!/bin/sh\nprintf '{lines}'\n")
+    (folder / "nvidia-smi").chmod(0o755)
+    return folder
 
 
 def _training_run(train_args: list[str], world_size: int) -> Config:
@@ -208,19 +207,23 @@ def _training_run(train_args: list[str], world_size: int) -> Config:
     return cfg
 
 
-def _dry_run(cmd: str, *path: Path) -> list[str]:
-    """The launcher command line `cmd` would start (LAUNCH_DRY_RUN=1), with `path` first on PATH."""
-    p = _run(cmd, REPO, 60, LAUNCH_DRY_RUN="1", PATH=os.pathsep.join([*map(str, path), str(BIN), os.environ["PATH"]]))
+def _dry_run(cmd: str, gpus: Path) -> list[str]:
+    """The launcher command line `cmd` would start (LAUNCH_DRY_RUN=1) on the machine `gpus` stands for."""
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}  # only what `cmd` sets
+    env.update(LAUNCH_DRY_RUN="1", PATH=os.pathsep.join([str(gpus), str(BIN), os.environ["PATH"]]))
+    p = subprocess.run(["bash", "-c", cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, f"{cmd} -> {p.returncode}\n{p.stderr[-3000:]}"
     return shlex.split(p.stdout)
 
 
-def test_gpu_launch_lines_start_the_ranks_they_say(eight_gpus):
+def test_gpu_launch_lines_start_the_ranks_they_say(tmp_path):
     """launch.md's GPU lines on a machine with eight GPUs, up to the launcher (LAUNCH_DRY_RUN=1):
     the command line the script would start, as DeepSpeed's and torchrun's own parsers read it."""
     from deepspeed.launcher.runner import apply_num_nodes_and_gpus, parse_inclusion_exclusion
     from deepspeed.launcher.runner import parse_args as deepspeed_args
     from torch.distributed.run import parse_args as torchrun_args
 
+    eight_gpus = _gpus(tmp_path / "gpus", 8)
     for cmd, (launcher, gpus, configs) in GPU_LAUNCHES.items():
         argv = _dry_run(cmd, eight_gpus)
         assert argv[0] == launcher, (cmd, argv)
@@ -239,10 +242,10 @@ def test_gpu_launch_lines_start_the_ranks_they_say(eight_gpus):
         _training_run(train_args, world_size=len(gpus))
 
 
-def test_cpu_zero3_launch_line_passes_its_override():
+def test_cpu_zero3_launch_line_passes_its_override(tmp_path):
     from torch.distributed.run import parse_args as torchrun_args
 
-    a = torchrun_args(_dry_run(CPU_ZERO3_LAUNCH)[1:])  # no GPU here: 2 CPU ranks
+    a = torchrun_args(_dry_run(CPU_ZERO3_LAUNCH, _gpus(tmp_path / "no_gpus", 0))[1:])  # 2 CPU ranks
     assert int(a.nproc_per_node) == 2 and a.training_script_args[:2] == ["train", "configs/sample_cpu.yaml"]
     assert _training_run(a.training_script_args, world_size=2).engine.zero_stage == 3
 
