@@ -36,7 +36,8 @@ SHELL_BLOCK = re.compile(r"^```(?:bash|sh|console|shell)\n(.*?)^```", flags=re.S
 RUN_WITH_TEST_ARGS = {
     # benchmarks.md: the measured runs take minutes and GiBs; the tests run the same tool smaller.
     "export GPT_DIST_GPT2_VOCAB=../shared/data/gpt2.tiktoken": "tests/conftest.py",  # sets it for every test
-    "python tools/bench_data.py all --json results.json": "tests/test_docs.py::test_bench_data_all_writes_every_section",
+    "python tools/bench_data.py all --json results.json":
+        "tests/test_docs.py::test_bench_data_all_writes_every_section",
     # all eight recorded runs (gpt2-medium to gpt2-xl, ZeRO-2/3, fp32/bf16) have this prefix
     ".venv/bin/python tools/bench_convert.py": "tests/test_docs.py::test_bench_convert_builds_converts_and_checks",
     # launch.md: the tests add --set run_dir=... and data.* for their own folders (`--set ...`)
@@ -72,9 +73,10 @@ GPU_SBATCH = {  # command -> (nodes, GPUs per node, gpt-dist train arguments)
 }
 NOT_RUN_HERE = {
     **{c: ("tests/test_docs.py::test_gpu_launch_lines_start_the_ranks_they_say", "needs 8 GPUs") for c in GPU_LAUNCHES},
-    # CPU ranks could run it, but a whole ZeRO-3 sample run on 2 ranks costs minutes; the same
-    # script trains 2 CPU ranks in tests/launch/test_launchers.py, ZeRO-3 on 2 ranks in tests/engine.
-    CPU_ZERO3_LAUNCH: ("tests/test_docs.py::test_cpu_zero3_launch_line_passes_its_override", "minutes of 2-rank training"),
+    # CPU ranks could run it, but a whole ZeRO-3 sample run on 2 ranks costs minutes; the same script
+    # trains 2 CPU ranks in tests/launch/test_launchers.py, and tests/engine/test_training.py ZeRO-3 on 2.
+    CPU_ZERO3_LAUNCH: ("tests/test_docs.py::test_cpu_zero3_launch_line_passes_its_override",
+                       "minutes of 2-rank training"),
     HOSTFILE_LAUNCH: ("tests/test_docs.py::test_hostfile_launch_runs_deepspeed_up_to_pdsh",
                       "needs two 8-GPU hosts with passwordless ssh and pdsh"),
     **{c: ("tests/test_docs.py::test_gpu_sbatch_lines_ask_for_a_run_that_divides_over_their_ranks",
@@ -125,8 +127,8 @@ def test_the_guard_reads_the_commands_of_every_shell_block():
 
 def test_every_docs_command_is_run_by_a_test():
     sources = _test_sources()
-    missing = [f"{doc}: {c}" for doc, c in docs_commands()
-               if not _written_as_run(c, sources) and not _listed(c, RUN_WITH_TEST_ARGS) and not _listed(c, NOT_RUN_HERE)]
+    missing = [f"{doc}: {c}" for doc, c in docs_commands() if not _written_as_run(c, sources)
+               and not _listed(c, RUN_WITH_TEST_ARGS) and not _listed(c, NOT_RUN_HERE)]
     assert not missing, "docs/ commands that no test runs (run them verbatim in a test, or list them here):\n" + \
         "\n".join(missing)
 
@@ -270,7 +272,8 @@ def test_hostfile_launch_runs_deepspeed_up_to_pdsh(tmp_path):
     launch = remote[remote.index("deepspeed.launcher.launch") + 1:]
     world = json.loads(base64.urlsafe_b64decode(next(a for a in launch if a.startswith("--world_info="))[13:]))
     assert world == {"node-01": list(range(8)), "node-02": list(range(8))}
-    assert {"--node_rank=%n", "--master_addr=node-01", "--master_port=29500", "--module", "--no_local_rank"} <= set(launch)
+    expected = {"--node_rank=%n", "--master_addr=node-01", "--master_port=29500", "--module", "--no_local_rank"}
+    assert expected <= set(launch)
     train_args = launch[launch.index("gpt_dist") + 1:]
     assert train_args == ["train", "configs/gpt2_124m.yaml"]
     _training_run(train_args, world_size=16)
