@@ -245,6 +245,7 @@ def test_gpu_launch_lines_start_the_ranks_they_say(tmp_path):
 
 
 def test_cpu_zero3_launch_line_passes_its_override(tmp_path):
+    """launch.md's ZeRO-3 line on a machine without GPUs: 2 CPU ranks, the --set reaching them."""
     from torch.distributed.run import parse_args as torchrun_args
 
     a = torchrun_args(_dry_run(CPU_ZERO3_LAUNCH, _gpus(tmp_path / "no_gpus", 0))[1:])  # 2 CPU ranks
