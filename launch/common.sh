@@ -81,6 +81,13 @@ launch_run() {
     launch_depth=$2
     shift 2
     echo "$launch_name: $*" >&2
+    # LAUNCH_DRY_RUN=1: print the launcher command, shell-quoted, on stdout and start nothing:
+    # what a GPU or multi-GPU command line would run, checked on a machine that cannot run it.
+    if [ "${LAUNCH_DRY_RUN:-0}" = 1 ]; then
+        printf '%q ' "$@" | sed 's/ $//'
+        echo
+        exit 0
+    fi
     setsid python -m gpt_dist.engine.signals "$@" &
     launch_pid=$!
     trap '_launch_signal_ranks USR1' USR1

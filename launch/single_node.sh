@@ -16,7 +16,8 @@
 # run with `checkpoint.resume: auto` continues from there. SIGKILL loses the steps since the last
 # checkpoint. Ctrl-C before any rank has started just stops the launcher.
 #
-# Environment: MASTER_PORT (default 29500; pick another to run two jobs on one machine).
+# Environment: LAUNCH_DRY_RUN=1 prints the launcher command and starts nothing.
+# MASTER_PORT (default 29500; pick another to run two jobs on one machine).
 # The `deepspeed` launcher is taken from the active environment, else from the repo's .venv.
 set -euo pipefail
 

@@ -9,6 +9,7 @@
 # Same arguments and behaviour as launch/single_node.sh: one rank per GPU (NUM_GPUS: default
 # all visible ones), NUM_GPUS CPU ranks over gloo on a machine without a GPU (default 1), and Ctrl-C,
 # SIGTERM or SIGUSR1 make every rank finish its step, save a checkpoint and exit 0.
+# LAUNCH_DRY_RUN=1 prints the torchrun command and starts nothing.
 # `--standalone` runs its own rendezvous on a free port, so several runs can share a machine.
 # For several machines, see slurm/pretrain.sbatch (torchrun on each node, c10d rendezvous).
 set -euo pipefail

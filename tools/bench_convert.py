@@ -104,6 +104,7 @@ def main() -> None:
     p.add_argument("--min-free-gb", type=float, default=1.5)
     p.add_argument("--clean", action="store_true", help="delete WORK when done")
     args = p.parse_args()
+    args.work = args.work.resolve()  # the ranks and the converter run from the repository root
 
     from gpt_dist.checkpoint.layout import latest_complete_tag, read_metadata
     from gpt_dist.checkpoint.state_dict_adapter import param_shapes

@@ -16,6 +16,7 @@ any collective that a failing rank would leave hanging.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import random
@@ -44,7 +45,7 @@ from gpt_dist.checkpoint.safe_load import load_file, refusal, refused_error, wei
 from gpt_dist.config import Config
 from gpt_dist.engine.deepspeed_setup import restore_optimizer_invariants
 from gpt_dist.engine.distributed import DistInfo, barrier
-from gpt_dist.errors import CheckpointError
+from gpt_dist.errors import CheckpointError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,47 @@ def plan_resume(cfg: Config, dist: DistInfo) -> ResumePlan | None:
             "with a new run_dir (or checkpoint.resume: never)"
         )
     return None
+
+
+def check_schedule(plan: ResumePlan | None, cfg: Config) -> list[str]:
+    """The schedule changes between the run `plan` resumes and `cfg` ('key A (now B)' phrases;
+    empty when starting fresh): max_steps, max_tokens or the global batch (in the objective's
+    units: sequences, or pairs for DPO). Any of them moves the learning-rate schedule mid-run, so a change is a
+    UserError unless checkpoint.allow_schedule_change is set, when the caller logs it."""
+    if plan is None:
+        return []
+    changes = _schedule_changes(plan.metadata.get("config") or {}, cfg)
+    if changes and not cfg.checkpoint.allow_schedule_change:
+        raise UserError(
+            f"{cfg.checkpoint_dir}/{plan.tag}: the run was started with {'; '.join(changes)}, which "
+            "would change the learning-rate schedule mid-run; restore the old values, or set "
+            "checkpoint.allow_schedule_change: true to continue on the new schedule, or start a new run_dir "
+            "with checkpoint.init_from"
+        )
+    return changes
+
+
+def _batch_units(train: dict[str, Any], seq_len: int) -> int | None:
+    if train.get("global_batch_size"):
+        return int(train["global_batch_size"])
+    return int(train["global_batch_tokens"]) // seq_len if train.get("global_batch_tokens") else None
+
+
+def _schedule_changes(saved: dict[str, Any], cfg: Config) -> list[str]:
+    """What differs between the saved run's schedule and `cfg`'s, as 'key A (now B)' phrases."""
+    old = saved.get("train") or {}
+    if not old:
+        return []
+    now = dataclasses.asdict(cfg.train)
+    changes = []
+    for key in ("max_steps", "max_tokens") if old.get("max_steps") is None or now["max_steps"] is None else ("max_steps",):
+        if old.get(key) != now[key]:
+            changes.append(f"train.{key}={old.get(key)} (now {now[key]})")
+    seq_len = old.get("seq_len") or (saved.get("model") or {}).get("block_size") or cfg.seq_len
+    before, after = _batch_units(old, seq_len), _batch_units(now, cfg.seq_len)
+    if before is not None and before != after:
+        changes.append(f"a global batch of {before} sequences (now {after})")
+    return changes
 
 
 class _OtherRunError(CheckpointError):

@@ -16,7 +16,6 @@ also requeues the job).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -129,14 +128,7 @@ class Trainer:
         self.flops_per_token, self.peak_flops = _flops(cfg, dist)
         self.state = TrainState()
         plan = checkpointing.plan_resume(cfg, dist)
-        self._schedule_changes = _schedule_changes(plan.metadata.get("config") or {}, cfg) if plan is not None else []
-        if self._schedule_changes and not cfg.checkpoint.allow_schedule_change:
-            raise UserError(
-                f"{cfg.checkpoint_dir}/{plan.tag}: the run was started with {'; '.join(self._schedule_changes)}, which "
-                "would change the learning-rate schedule mid-run; restore the old values, or set "
-                "checkpoint.allow_schedule_change: true to continue on the new schedule, or start a new run_dir "
-                "with checkpoint.init_from"
-            )
+        self._schedule_changes = checkpointing.check_schedule(plan, cfg)
         if plan is None and cfg.checkpoint.init_from:
             load_init_weights(model, cfg.checkpoint.init_from, cfg.model)
         if cfg.lora.r > 0:  # after the starting weights, before DeepSpeed sees the parameters
@@ -375,26 +367,3 @@ def _flops(cfg: Config, dist: DistInfo) -> tuple[float, float | None]:
 
     peak = detect_peak_flops(torch.cuda.get_device_name(dist.device)) if dist.device.type == "cuda" else None
     return flops_per_token(cfg.model, cfg.seq_len), peak
-
-
-def _batch_units(train: dict[str, Any], seq_len: int) -> int | None:
-    if train.get("global_batch_size"):
-        return int(train["global_batch_size"])
-    return int(train["global_batch_tokens"]) // seq_len if train.get("global_batch_tokens") else None
-
-
-def _schedule_changes(saved: dict[str, Any], cfg: Config) -> list[str]:
-    """What differs between the saved run's schedule and `cfg`'s, as 'key A (now B)' phrases."""
-    old = saved.get("train") or {}
-    if not old:
-        return []
-    now = dataclasses.asdict(cfg.train)
-    changes = []
-    for key in ("max_steps", "max_tokens") if old.get("max_steps") is None or now["max_steps"] is None else ("max_steps",):
-        if old.get(key) != now[key]:
-            changes.append(f"train.{key}={old.get(key)} (now {now[key]})")
-    seq_len = old.get("seq_len") or (saved.get("model") or {}).get("block_size") or cfg.seq_len
-    before, after = _batch_units(old, seq_len), _batch_units(now, cfg.seq_len)
-    if before is not None and before != after:
-        changes.append(f"a global batch of {before} sequences (now {after})")
-    return changes

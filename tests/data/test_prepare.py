@@ -2,6 +2,7 @@
 
 import json
 import random
+import shlex
 import shutil
 import unicodedata
 from itertools import islice
@@ -32,6 +33,7 @@ from data_helpers import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+INSPECT_JSON = "gpt-dist inspect data/sample --json --verify"  # docs/data.md
 
 
 def prepare(tmp_path: Path, sources: list[dict], **over) -> Path:
@@ -72,7 +74,7 @@ def test_sample_and_inspect_as_in_the_readme(sample_data, readme_dir, capsys, gp
     text = (sample_data / "train" / "manifest.json").read_text()
     assert train.tokenizer["path"] is None and str(readme_dir) not in text and str(gpt2_vocab) not in text
 
-    assert run_cli("inspect", "data/sample", "--json", "--verify", cwd=readme_dir) == 0
+    assert run_cli(*shlex.split(INSPECT_JSON)[1:], cwd=readme_dir) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {str(Path("data/sample/train")), str(Path("data/sample/val"))}
     assert all(r["verify_problems"] == [] for r in report.values())
