@@ -31,12 +31,11 @@ _FOLDER_UNITS = ("benchmark", "checkpoint", "conversion", "data", "evaluation", 
 _SLURM_MODULES = ("tests/slurm/", "tests/data/test_prepare_slurm.py")
 _SLOWEST_FIRST = (  # seconds per unit, serial, idle 2-core machine (see README, "Tests")
     "tests/engine/test_training.py",
-    "tests/commands/test_recipe_answers.py",
+    "tests/test_sample_runs.py",
     "tests/engine/test_llama_training.py",
     "tests/finetune",
     "tests/conversion",
     "slurm",
-    "tests/test_main_job.py",
 )
 
 

@@ -5,9 +5,10 @@
 #
 # In a fresh OUT_DIR/work (a copy of configs/): the main job first (prepare --sample, train
 # configs/sample_cpu.yaml), then every command of the README's recipe block as written. Writes
-# OUT_DIR/times.tsv (command, seconds), what the last three commands printed
-# (OUT_DIR/generate_chat.txt, generate_cpt.txt, chat.txt) and OUT_DIR/machine.txt (date, CPU,
-# cores, load average before and after).
+# OUT_DIR/times.tsv (command, seconds), each command's output (OUT_DIR/logs/NN.out, NN.err, in
+# times.tsv's order), what the last three commands printed (OUT_DIR/generate_chat.txt,
+# generate_cpt.txt, chat.txt) and OUT_DIR/machine.txt (date, CPU, cores, load average before
+# and after).
 # GPT_DIST selects the gpt-dist executable (default: the one on PATH), PYTHON the interpreter.
 set -euo pipefail
 
@@ -17,7 +18,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 gpt_dist=${GPT_DIST:-$(command -v gpt-dist)}
 python=${PYTHON:-$(command -v python)}
 work=$out/work
-rm -rf "$work" && mkdir -p "$work" && cp -r "$repo/configs" "$work/configs"
+rm -rf "$work" "$out/logs" && mkdir -p "$work" "$out/logs" && cp -r "$repo/configs" "$work/configs"
 
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -28,12 +29,15 @@ rm -rf "$work" && mkdir -p "$work" && cp -r "$repo/configs" "$work/configs"
 printf 'command\tseconds\n' >"$out/times.tsv"
 
 timed() {  # timed STDIN_TEXT COMMAND...: run in $work, append its wall-clock seconds to times.tsv
-    local stdin=$1 start end
+    local stdin=$1 start end n
     shift
     start=$(date +%s.%N)
     printf '%b' "$stdin" | "$@" >"$work/last.out" 2>"$work/last.err" || {
         echo "failed: $*" >&2; tail -20 "$work/last.err" >&2; exit 1; }
     end=$(date +%s.%N)
+    n=$(($(wc -l <"$out/times.tsv")))
+    cp "$work/last.out" "$out/logs/$(printf %02d "$n").out"
+    cp "$work/last.err" "$out/logs/$(printf %02d "$n").err"
     awk -v c="$*" -v s="$start" -v e="$end" 'BEGIN { printf "%s\t%.1f\n", c, e - s }' >>"$out/times.tsv"
 }
 
