@@ -51,7 +51,7 @@ def _work_unit(item: pytest.Item) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("dist", "no") != "loadgroup":
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers by --dist loadgroup
         return
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_work_unit(item)))
