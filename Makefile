@@ -25,4 +25,4 @@ setup:
 	$(PY) -m pip install --quiet -e ".[dev]"
 
 test:
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder

@@ -21,7 +21,7 @@ if GPT2_VOCAB.is_file():
     os.environ.setdefault("GPT_DIST_GPT2_VOCAB", str(GPT2_VOCAB))
 
 
-# Under pytest-xdist (`make test` runs two workers) tests are handed out in work units that
+# Under pytest-xdist (`make test`: two workers, `--dist loadscope`) tests are handed out in work units that
 # keep a session or module fixture's users together, so no worker builds it a second time:
 # a whole folder where its conftest.py holds session fixtures that several modules share, the
 # module elsewhere, and everything that submits to the test Slurm cluster in one unit (its two
@@ -39,8 +39,8 @@ _SLOWEST_FIRST = (  # seconds per unit, serial, idle 2-core machine (see README,
 )
 
 
-def _work_unit(item: pytest.Item) -> str:
-    path = item.nodeid.split("::")[0]
+def _work_unit(nodeid: str) -> str:
+    path = nodeid.split("::")[0]
     if path.startswith(_SLURM_MODULES):
         return "slurm"
     parts = path.split("/")
@@ -49,14 +49,25 @@ def _work_unit(item: pytest.Item) -> str:
     return path
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadscope` with our work units as the scopes."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
+
+    return WorkUnitScheduling(config, log)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not getattr(config.option, "loadgroup", False):  # set on xdist workers by --dist loadgroup
-        return
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_work_unit(item)))
-    rank = {unit: i for i, unit in enumerate(_SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_work_unit(item), len(rank)))
+    if hasattr(config, "workerinput"):  # an xdist worker: its order is the order units are handed out in
+        rank = {unit: i for i, unit in enumerate(_SLOWEST_FIRST)}
+        items.sort(key=lambda item: rank.get(_work_unit(item.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session")
