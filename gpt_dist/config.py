@@ -230,6 +230,9 @@ class FinetuneConfig:
     max_bad_fraction: float = 0.1
     # DPO: the beta of Rafailov et al. 2023 (how far the policy may move from the reference).
     dpo_beta: float = 0.1
+    # DPO: weight alpha of the chosen replies' per-token NLL added to each pair's loss (RPO,
+    # Pang et al. 2024; TRL's rpo_alpha); 0 is plain DPO.
+    dpo_nll_weight: float = 0.0
 
 
 # Linear layers LoRA can adapt: peft matches a name against the end of module paths, so
@@ -594,6 +597,8 @@ def _validate_finetune(cfg: Config) -> None:
     need(0.0 <= f.max_bad_fraction <= 1.0, "finetune.max_bad_fraction", f"{f.max_bad_fraction} is outside [0, 1]",
           "use e.g. 0.1 (1.0 never stops)")
     need(f.dpo_beta > 0, "finetune.dpo_beta", f"must be positive, got {f.dpo_beta}", "use e.g. 0.1")
+    need(f.dpo_nll_weight >= 0, "finetune.dpo_nll_weight", f"must be 0 or more, got {f.dpo_nll_weight}",
+         "use 0 for plain DPO, or e.g. 1.0 to keep the chosen replies likely")
     if cfg.stage in ("sft", "dpo"):
         need(len(cfg.data.train) > 0, "data.train", f"stage: {cfg.stage} needs training data",
               f"list the {cfg.stage.upper()} jsonl files, e.g. data.train: [{{path: data/{cfg.stage}.jsonl}}]")

@@ -56,8 +56,9 @@ class Objective(Protocol):
     def loss(self, model, batch: dict[str, torch.Tensor]) -> LossSum:
         """The summed training loss of this micro-batch."""
 
-    def eval_loss(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed loss, number of units it is summed over)."""
+    def eval_loss(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """(summed loss, number of units it is summed over), optionally followed by a dict of
+        further 0-d sums over the same units, reported divided by the units (DPO's rewards)."""
 
     def start(self, model, dist: DistInfo) -> None:
         """Called once on every rank with the engine, after any resume and before the first
@@ -132,5 +133,5 @@ def build_objective(cfg: Config) -> Objective:
     if cfg.stage == "sft":
         return SFT()
     if cfg.stage == "dpo":
-        return DPO(beta=cfg.finetune.dpo_beta)
+        return DPO(beta=cfg.finetune.dpo_beta, nll_weight=cfg.finetune.dpo_nll_weight)
     raise UserError(f"stage: '{cfg.stage}' is not one of pretrain, cpt, sft, dpo")

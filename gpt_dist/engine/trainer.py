@@ -284,14 +284,23 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> float:
         self.engine.eval()
-        sums = torch.zeros(2, device=self.dist.device, dtype=torch.float64)  # summed loss, units
+        # summed loss, units, then the objective's metric sums (every rank has the same batches'
+        # count and the same keys, so the all-reduce below lines up)
+        sums: torch.Tensor | None = None
+        names: list[str] = []
         for batch in self.val_loader:
-            loss_sum, n = self.objective.eval_loss(self.engine, self._to_device(batch))
-            sums += torch.stack([loss_sum.double(), n.double()])
-        total, count = all_reduce_sum(sums).tolist()
+            loss_sum, n, *extra = self.objective.eval_loss(self.engine, self._to_device(batch))
+            more = extra[0] if extra else {}
+            names = sorted(more)
+            row = torch.stack([loss_sum.double(), n.double(), *(more[k].double() for k in names)])
+            sums = row if sums is None else sums + row
+        if sums is None:
+            sums = torch.zeros(2, device=self.dist.device, dtype=torch.float64)
+        total, count, *values = all_reduce_sum(sums).tolist()
         self.engine.train()
         val = total / max(count, 1.0)
         metrics = dict(split="val", step=self.state.step, tokens=self.state.tokens, loss=val)
+        metrics.update({k: v / max(count, 1.0) for k, v in zip(names, values)})
         if self.objective.val_perplexity:
             metrics["perplexity"] = math.exp(min(val, 50))
         self.last_metrics = {**self.last_metrics, "val_loss": val}
