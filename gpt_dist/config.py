@@ -107,6 +107,21 @@ class TokenizerConfig:
 
 
 @dataclass
+class RunTokenizerConfig(TokenizerConfig):
+    """The tokenizer of a training run. Pre-training and CPT read token ids that `gpt-dist prepare`
+    made, so they take the tokenizer the shards' manifest names; a kind or path set here must be
+    that one (a path of the same kind finds a tokenizer directory that moved)."""
+
+    # null: pretrain / CPT take the shards' manifest's; SFT / DPO use gpt2. Else gpt2 (tiktoken's
+    # BPE; the vocabulary ships with gpt_dist), or sentencepiece / bpe from `gpt-dist train-tokenizer`.
+    kind: Optional[str] = None
+    # gpt2: a tiktoken vocabulary file (else $GPT_DIST_GPT2_VOCAB, else the packaged one);
+    # sentencepiece / bpe: the directory written by `gpt-dist train-tokenizer` (pretrain / CPT:
+    # null takes the one the shards' manifest names).
+    path: Optional[str] = None
+
+
+@dataclass
 class DataSource:
     path: str = "???"
     weight: float = 1.0
@@ -259,7 +274,7 @@ class Config:
     stage: str = "pretrain"
     run_dir: str = "runs/default"
     model: ModelConfig = field(default_factory=ModelConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    tokenizer: RunTokenizerConfig = field(default_factory=RunTokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -526,7 +541,8 @@ def resolve_and_validate(cfg: Config) -> Config:
     """Check values that depend on each other. Mutates (fills presets) and returns `cfg`."""
     choice(cfg.stage, "stage", STAGES)
     resolve_model_config(cfg.model)
-    choice(cfg.tokenizer.kind, "tokenizer.kind", TOKENIZER_KINDS)
+    if cfg.tokenizer.kind is not None:
+        choice(cfg.tokenizer.kind, "tokenizer.kind", TOKENIZER_KINDS)
     t = cfg.train
     choice(t.precision, "train.precision", PRECISIONS)
     choice(t.schedule, "train.schedule", SCHEDULES)

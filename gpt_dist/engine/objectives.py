@@ -45,6 +45,11 @@ class Objective(Protocol):
     # (pre-training, CPT, SFT); an objective that is something else sets this False.
     val_perplexity: bool
 
+    def tokenizer(self, cfg: Config) -> Any:
+        """The run's tokenizer (gpt_dist.data.tokenizer); optional: without it (or when it returns
+        None) the trainer loads cfg.tokenizer. Pre-training and CPT take the one their shards'
+        manifest names."""
+
     def train_loader(self, cfg: Config, dist: DistInfo, tokenizer) -> Any:
         """An infinite iterable of micro-batches (dicts of tensors) with state_dict() / load_state_dict()."""
 
@@ -90,6 +95,11 @@ class LanguageModeling:
     position is a real token and carries a loss."""
 
     val_perplexity = True
+
+    def tokenizer(self, cfg):
+        from gpt_dist.data.shard_tokenizer import shards_tokenizer
+
+        return shards_tokenizer(cfg)
 
     def train_loader(self, cfg, dist, tokenizer):
         from gpt_dist.data.shard_loader import build_train_loader, check_tokenizer_matches

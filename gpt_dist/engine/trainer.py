@@ -114,7 +114,11 @@ class Trainer:
         barrier()
         self.geometry = run_geometry(cfg, dist.world_size)
         self.total_steps = total_steps(cfg.train, self.geometry)
-        self.tokenizer = load_tokenizer(cfg.tokenizer)
+        # pretrain / CPT: the tokenizer the shards' manifest names (gpt_dist.data.shard_tokenizer)
+        own = getattr(objective, "tokenizer", None)
+        self.tokenizer = own(cfg) if own is not None else None
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(cfg.tokenizer)
         if self.tokenizer.vocab_size > cfg.model.vocab_size:
             raise UserError(
                 f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {self.tokenizer.vocab_size} "
