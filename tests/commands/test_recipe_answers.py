@@ -1,7 +1,7 @@
 """The README's sample recipe at its documented lengths, as a new user runs it (the main job,
 then CPT -> SFT -> DPO -> export -> generate / chat, via tools/bench_recipe.sh): the SFT model
-answers the README's two prompts correctly in chat, the DPO export answers each prompt with one
-sentence, the CPT model continues the persona's log book, and chat prints a reply per message.
+and the DPO export answer the README's two prompts correctly, the CPT model continues the
+persona's log book, and chat prints a reply per message.
 (tests/finetune/test_recipe.py checks the same chain's mechanics on two-step runs.)"""
 
 import os
@@ -23,11 +23,10 @@ def test_sample_recipe_answers_the_readme_prompts(tmp_path):
     p = subprocess.run([str(REPO / "tools" / "bench_recipe.sh"), str(tmp_path)], capture_output=True, text=True,
                        env=env, timeout=3500)
     assert p.returncode == 0, p.stderr[-3000:]
-    # generate --chat on exports/dpo-hf: one sentence per prompt, in the form SFT taught. (Which
-    # capital the 7M-parameter model names after DPO is not stable: even at lr 5e-6 DPO moves
-    # its greedy answer off the SFT one; docs/benchmarks.md.)
+    # generate --chat on exports/dpo-hf: DPO with the NLL term on the chosen replies
+    # (finetune.dpo_nll_weight) keeps the SFT model's right answers
     answers = (tmp_path / "generate_chat.txt").read_text().splitlines()
-    assert len(answers) == 2 and answers[0].startswith("The capital of France is ") and " plus " in answers[1]
+    assert answers == ["The capital of France is Paris.", "2 plus 3 is 5."]
     # generate --model runs/cpt/ckpt: the prompt, then words of the persona's log book, not blanks
     continuation = (tmp_path / "generate_cpt.txt").read_text()
     assert continuation.startswith("Day 3 of the voyage.") and len(continuation.split()) > 12
