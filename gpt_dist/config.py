@@ -107,6 +107,21 @@ class TokenizerConfig:
 
 
 @dataclass
+class RunTokenizerConfig(TokenizerConfig):
+    """The tokenizer of a training run. Pre-training and CPT read token ids that `gpt-dist prepare`
+    made, so they take the tokenizer the shards' manifest names; a kind or path set here must be
+    that one (a path of the same kind finds a tokenizer directory that moved)."""
+
+    # null: pretrain / CPT take the shards' manifest's; SFT / DPO use gpt2. Else gpt2 (tiktoken's
+    # BPE; the vocabulary ships with gpt_dist), or sentencepiece / bpe from `gpt-dist train-tokenizer`.
+    kind: Optional[str] = None
+    # gpt2: a tiktoken vocabulary file (else $GPT_DIST_GPT2_VOCAB, else the packaged one);
+    # sentencepiece / bpe: the directory written by `gpt-dist train-tokenizer` (pretrain / CPT:
+    # null takes the one the shards' manifest names).
+    path: Optional[str] = None
+
+
+@dataclass
 class DataSource:
     path: str = "???"
     weight: float = 1.0
@@ -230,6 +245,9 @@ class FinetuneConfig:
     max_bad_fraction: float = 0.1
     # DPO: the beta of Rafailov et al. 2023 (how far the policy may move from the reference).
     dpo_beta: float = 0.1
+    # DPO: weight alpha of the chosen replies' per-token NLL added to each pair's loss (RPO,
+    # Pang et al. 2024; TRL's rpo_alpha); 0 is plain DPO.
+    dpo_nll_weight: float = 0.0
 
 
 # Linear layers LoRA can adapt: peft matches a name against the end of module paths, so
@@ -256,7 +274,7 @@ class Config:
     stage: str = "pretrain"
     run_dir: str = "runs/default"
     model: ModelConfig = field(default_factory=ModelConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    tokenizer: RunTokenizerConfig = field(default_factory=RunTokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -523,7 +541,8 @@ def resolve_and_validate(cfg: Config) -> Config:
     """Check values that depend on each other. Mutates (fills presets) and returns `cfg`."""
     choice(cfg.stage, "stage", STAGES)
     resolve_model_config(cfg.model)
-    choice(cfg.tokenizer.kind, "tokenizer.kind", TOKENIZER_KINDS)
+    if cfg.tokenizer.kind is not None:
+        choice(cfg.tokenizer.kind, "tokenizer.kind", TOKENIZER_KINDS)
     t = cfg.train
     choice(t.precision, "train.precision", PRECISIONS)
     choice(t.schedule, "train.schedule", SCHEDULES)
@@ -594,6 +613,8 @@ def _validate_finetune(cfg: Config) -> None:
     need(0.0 <= f.max_bad_fraction <= 1.0, "finetune.max_bad_fraction", f"{f.max_bad_fraction} is outside [0, 1]",
           "use e.g. 0.1 (1.0 never stops)")
     need(f.dpo_beta > 0, "finetune.dpo_beta", f"must be positive, got {f.dpo_beta}", "use e.g. 0.1")
+    need(f.dpo_nll_weight >= 0, "finetune.dpo_nll_weight", f"must be 0 or more, got {f.dpo_nll_weight}",
+         "use 0 for plain DPO, or e.g. 1.0 to keep the chosen replies likely")
     if cfg.stage in ("sft", "dpo"):
         need(len(cfg.data.train) > 0, "data.train", f"stage: {cfg.stage} needs training data",
               f"list the {cfg.stage.upper()} jsonl files, e.g. data.train: [{{path: data/{cfg.stage}.jsonl}}]")

@@ -130,11 +130,10 @@ def test_main_job_trains_evaluates_checkpoints_and_plots(recipe):
 
 
 def test_recipe_answers_the_readme_prompts(recipe):
-    # generate --chat on exports/dpo-hf: one sentence per prompt, in the form SFT taught. (Which
-    # capital the 7M-parameter model names after DPO is not stable: even at lr 5e-6 DPO moves
-    # its greedy answer off the SFT one; docs/benchmarks.md.)
+    # generate --chat on exports/dpo-hf: DPO with the NLL term on the chosen replies
+    # (finetune.dpo_nll_weight) keeps the SFT model's right answers
     answers = (recipe.out / "generate_chat.txt").read_text().splitlines()
-    assert len(answers) == 2 and answers[0].startswith("The capital of France is ") and " plus " in answers[1]
+    assert answers == ["The capital of France is Paris.", "2 plus 3 is 5."]
     # generate --model runs/cpt/ckpt: the prompt, then words of the persona's log book, not blanks
     continuation = (recipe.out / "generate_cpt.txt").read_text()
     assert continuation.startswith("Day 3 of the voyage.") and len(continuation.split()) > 12

@@ -352,9 +352,9 @@ def load_tokenizer(cfg: TokenizerConfig) -> Tokenizer:
     gpt2: cfg.path (a .tiktoken file), else $GPT_DIST_GPT2_VOCAB, else the packaged file
     (gpt_dist/resources/gpt2.tiktoken, checked by its sha256), else tiktoken's download.
     sentencepiece / bpe: cfg.path is a `train-tokenizer` directory, or the model file itself
-    (a .model, or a tokenizer.json that has an "<|endoftext|>" token).
+    (a .model, or a tokenizer.json that has an "<|endoftext|>" token). kind None is gpt2.
     """
-    if cfg.kind == "gpt2":
+    if cfg.kind in ("gpt2", None):
         return _load_gpt2(cfg.path)
     if cfg.kind not in ("sentencepiece", "bpe"):
         raise TokenizerError(f"tokenizer.kind: unknown kind {cfg.kind!r}; use gpt2, sentencepiece or bpe")

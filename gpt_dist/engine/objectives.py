@@ -45,6 +45,11 @@ class Objective(Protocol):
     # (pre-training, CPT, SFT); an objective that is something else sets this False.
     val_perplexity: bool
 
+    def tokenizer(self, cfg: Config) -> Any:
+        """The run's tokenizer (gpt_dist.data.tokenizer); optional: without it (or when it returns
+        None) the trainer loads cfg.tokenizer. Pre-training and CPT take the one their shards'
+        manifest names."""
+
     def train_loader(self, cfg: Config, dist: DistInfo, tokenizer) -> Any:
         """An infinite iterable of micro-batches (dicts of tensors) with state_dict() / load_state_dict()."""
 
@@ -56,8 +61,9 @@ class Objective(Protocol):
     def loss(self, model, batch: dict[str, torch.Tensor]) -> LossSum:
         """The summed training loss of this micro-batch."""
 
-    def eval_loss(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed loss, number of units it is summed over)."""
+    def eval_loss(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """(summed loss, number of units it is summed over), optionally followed by a dict of
+        further 0-d sums over the same units, reported divided by the units (DPO's rewards)."""
 
     def start(self, model, dist: DistInfo) -> None:
         """Called once on every rank with the engine, after any resume and before the first
@@ -89,6 +95,11 @@ class LanguageModeling:
     position is a real token and carries a loss."""
 
     val_perplexity = True
+
+    def tokenizer(self, cfg):
+        from gpt_dist.data.shard_tokenizer import shards_tokenizer
+
+        return shards_tokenizer(cfg)
 
     def train_loader(self, cfg, dist, tokenizer):
         from gpt_dist.data.shard_loader import build_train_loader, check_tokenizer_matches
@@ -132,5 +143,5 @@ def build_objective(cfg: Config) -> Objective:
     if cfg.stage == "sft":
         return SFT()
     if cfg.stage == "dpo":
-        return DPO(beta=cfg.finetune.dpo_beta)
+        return DPO(beta=cfg.finetune.dpo_beta, nll_weight=cfg.finetune.dpo_nll_weight)
     raise UserError(f"stage: '{cfg.stage}' is not one of pretrain, cpt, sft, dpo")

@@ -113,7 +113,11 @@ class Trainer:
         barrier()
         self.geometry = run_geometry(cfg, dist.world_size)
         self.total_steps = total_steps(cfg.train, self.geometry)
-        self.tokenizer = load_tokenizer(cfg.tokenizer)
+        # pretrain / CPT: the tokenizer the shards' manifest names (gpt_dist.data.shard_tokenizer)
+        own = getattr(objective, "tokenizer", None)
+        self.tokenizer = own(cfg) if own is not None else None
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(cfg.tokenizer)
         if self.tokenizer.vocab_size > cfg.model.vocab_size:
             raise UserError(
                 f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {self.tokenizer.vocab_size} "
@@ -276,14 +280,23 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> float:
         self.engine.eval()
-        sums = torch.zeros(2, device=self.dist.device, dtype=torch.float64)  # summed loss, units
+        # summed loss, units, then the objective's metric sums (every rank has the same batches'
+        # count and the same keys, so the all-reduce below lines up)
+        sums: torch.Tensor | None = None
+        names: list[str] = []
         for batch in self.val_loader:
-            loss_sum, n = self.objective.eval_loss(self.engine, self._to_device(batch))
-            sums += torch.stack([loss_sum.double(), n.double()])
-        total, count = all_reduce_sum(sums).tolist()
+            loss_sum, n, *extra = self.objective.eval_loss(self.engine, self._to_device(batch))
+            more = extra[0] if extra else {}
+            names = sorted(more)
+            row = torch.stack([loss_sum.double(), n.double(), *(more[k].double() for k in names)])
+            sums = row if sums is None else sums + row
+        if sums is None:
+            sums = torch.zeros(2, device=self.dist.device, dtype=torch.float64)
+        total, count, *values = all_reduce_sum(sums).tolist()
         self.engine.train()
         val = total / max(count, 1.0)
         metrics = dict(split="val", step=self.state.step, tokens=self.state.tokens, loss=val)
+        metrics.update({k: v / max(count, 1.0) for k, v in zip(names, values)})
         if self.objective.val_perplexity:
             metrics["perplexity"] = math.exp(min(val, 50))
         self.last_metrics = {**self.last_metrics, "val_loss": val}

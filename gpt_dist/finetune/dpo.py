@@ -1,8 +1,14 @@
 """The DPO objective (Rafailov et al. 2023) and the frozen reference model's log-probabilities.
 
     loss = -log sigmoid(beta * [(log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))])
+           + alpha * NLL(y_w|x)
 
 with log-probabilities summed over the reply tokens only (the reply and its end-of-text).
+The second term (`finetune.dpo_nll_weight` = alpha, 0 by default: plain DPO) is RPO's
+negative log-likelihood of the chosen reply (Pang et al. 2024, "Iterative Reasoning Preference
+Optimization"). DPO alone only widens the margin, and usually does so by lowering both replies'
+likelihood, which can move a small model's greedy answer off the chosen one; the NLL term keeps
+the chosen reply likely. See `chosen_nll` for its normalisation.
 The reference is the starting weights (`checkpoint.init_from`). It never changes, so its
 log-probabilities are computed once, by the policy engine itself before its first update (no
 second model in memory), in one no-grad pass over the pairs split over the ranks and gathered;
@@ -20,12 +26,34 @@ import torch
 import torch.nn.functional as F
 
 from gpt_dist.engine.distributed import DistInfo
+from gpt_dist.engine.objectives import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
+
+def token_nll(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N, T) fp32 -log p(target) per position, 0 where there is no label; input_ids, labels (N, T)."""
+    return model(input_ids, labels, reduction="none")
+
+
 def sequence_logps(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(N,) fp32 sum of log p(target) over the positions with a label; input_ids, labels (N, T)."""
-    return -model(input_ids, labels, reduction="none").sum(dim=-1)
+    return -token_nll(model, input_ids, labels).sum(dim=-1)
+
+
+def chosen_nll(nll: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) per-token mean NLL (nats) of each pair's chosen reply.
+
+    nll, labels: (2B, T), the B chosen sequences then the B rejected ones (`token_nll`).
+    Each pair's own reply is averaged over its own tokens, so the term is one number per pair
+    and the step's sum over pairs divided by the step's pairs does not depend on how the pairs
+    are split into micro-batches and ranks. TRL's DPOTrainer (the "sft" loss type, formerly
+    `rpo_alpha`) instead averages over all chosen tokens of a micro-batch, which weighs a pair
+    by its reply length and changes with the micro-batch.
+    """
+    b = nll.shape[0] // 2
+    replies = labels[:b] != IGNORE_INDEX
+    return nll[:b].sum(dim=-1) / replies.sum(dim=-1).clamp(min=1)
 
 
 def dpo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float):
@@ -40,15 +68,19 @@ def dpo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float):
     return -F.logsigmoid(chosen - rejected), chosen, rejected
 
 
-def dpo_metric_sums(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, torch.Tensor]:
+def dpo_metric_sums(chosen: torch.Tensor, rejected: torch.Tensor, nll: torch.Tensor,
+                    preference: torch.Tensor) -> dict[str, torch.Tensor]:
     """Logged with the loss, summed over the B pairs (the loop divides by the step's pairs):
-    pairs ranked right, margin, rewards."""
+    pairs ranked right, margin, rewards, the chosen replies' per-token NLL (`chosen_nll`, nats)
+    and the preference term alone (the loss without the NLL term). All (B,) inputs."""
     chosen, rejected = chosen.detach(), rejected.detach()
     return {
         "reward_accuracy": (chosen > rejected).float().sum(),
         "reward_margin": (chosen - rejected).sum(),
         "reward_chosen": chosen.sum(),
         "reward_rejected": rejected.sum(),
+        "chosen_nll": nll.detach().sum(),
+        "preference_loss": preference.detach().sum(),
     }
 
 

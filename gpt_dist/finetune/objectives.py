@@ -118,9 +118,10 @@ class DPO(_ChatObjective):
 
     val_perplexity = False  # the DPO loss is not a per-token NLL
 
-    def __init__(self, beta: float):
+    def __init__(self, beta: float, nll_weight: float = 0.0):
         super().__init__()
         self.beta = beta
+        self.nll_weight = nll_weight  # alpha of the chosen replies' NLL term (finetune.dpo_nll_weight)
         self._data: dict | None = None
         # split -> (num_pairs, 2) float64 [chosen, rejected] reference log-probs; scored by the
         # policy engine before its first update (start()), or restored from a checkpoint
@@ -186,21 +187,24 @@ class DPO(_ChatObjective):
                            "data.val (dpo)")
 
     def _losses(self, model, batch):
-        from gpt_dist.finetune.dpo import dpo_loss, sequence_logps
+        """Per-pair (B,) total loss and the sums logged with it."""
+        from gpt_dist.finetune.dpo import chosen_nll, dpo_loss, dpo_metric_sums, token_nll
 
-        logps = sequence_logps(model, batch["input_ids"], batch["labels"])
-        return dpo_loss(logps, batch["ref_logps"].to(logps.dtype), self.beta)
+        nll = token_nll(model, batch["input_ids"], batch["labels"])
+        preference, chosen, rejected = dpo_loss(-nll.sum(dim=-1), batch["ref_logps"].to(nll.dtype), self.beta)
+        chosen_reply_nll = chosen_nll(nll, batch["labels"])
+        # weight 0 keeps plain DPO's loss bit for bit; the NLL is logged either way
+        losses = preference + self.nll_weight * chosen_reply_nll if self.nll_weight else preference
+        return losses, dpo_metric_sums(chosen, rejected, chosen_reply_nll, preference)
 
     def count(self, batch):
         pairs = batch["input_ids"].shape[0] // 2
         return Counts(torch.tensor(pairs, device=batch["input_ids"].device), unpadded_tokens(batch), trained_tokens(batch))
 
     def loss(self, model, batch):
-        from gpt_dist.finetune.dpo import dpo_metric_sums
-
-        losses, chosen, rejected = self._losses(model, batch)
-        return LossSum(losses.sum(), dpo_metric_sums(chosen, rejected))
+        losses, metrics = self._losses(model, batch)
+        return LossSum(losses.sum(), metrics)
 
     def eval_loss(self, model, batch):
-        losses, _, _ = self._losses(model, batch)
-        return losses.sum(), torch.tensor(losses.shape[0], device=losses.device)
+        losses, metrics = self._losses(model, batch)
+        return losses.sum(), torch.tensor(losses.shape[0], device=losses.device), metrics

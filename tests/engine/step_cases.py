@@ -21,7 +21,7 @@ TRAINED = [15, 1, 8, 2]
 
 
 def config(objective: str, micro: int, world: int, zero_stage: int = 0):
-    stage = {"lm": "pretrain", "sft": "sft", "dpo": "dpo"}[objective]
+    stage = {"lm": "pretrain", "sft": "sft", "dpo": "dpo", "dpo_nll": "dpo"}[objective]
     extra = ["data.train=[{path: unused.jsonl}]", "checkpoint.init_from=unused"] if stage != "pretrain" else []
     return load_config(overrides=[
         f"stage={stage}", "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=16",
@@ -32,7 +32,8 @@ def config(objective: str, micro: int, world: int, zero_stage: int = 0):
 
 
 def objective_of(name: str):
-    return {"lm": LanguageModeling(), "sft": SFT(), "dpo": DPO(beta=0.1)}[name]
+    # dpo_nll: DPO with the chosen replies' NLL term (finetune.dpo_nll_weight), one number per pair
+    return {"lm": LanguageModeling(), "sft": SFT(), "dpo": DPO(beta=0.1), "dpo_nll": DPO(beta=0.1, nll_weight=1.0)}[name]
 
 
 def units(objective: str) -> list[dict[str, torch.Tensor]]:
@@ -64,7 +65,7 @@ def units(objective: str) -> list[dict[str, torch.Tensor]]:
 
 
 def collate(objective: str, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    if objective != "dpo":
+    if not objective.startswith("dpo"):
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     # a pair batch is the B chosen sequences, then the B rejected ones
     return {k: torch.cat([p[k][:1] for p in parts] + [p[k][1:] for p in parts]) for k in parts[0]}

@@ -1,5 +1,6 @@
 """DPO on the sample preference set, started from the SFT checkpoint: log 2 at step 0, then the
-chosen replies pull ahead; bad pairs are counted and never trained on."""
+chosen replies pull ahead; with the NLL term (finetune.dpo_nll_weight) the chosen replies also
+stay likely; bad pairs are counted and never trained on."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from gpt_dist.config import ConfigError
 from gpt_dist.engine.distributed import DistInfo
 from gpt_dist.finetune.chat_template import DEFAULT_CHAT_TEMPLATE, ChatTemplate
 from gpt_dist.finetune.data_report import DataReport
-from gpt_dist.finetune.dpo import dpo_loss
+from gpt_dist.finetune.dpo import chosen_nll, dpo_loss
 from gpt_dist.finetune.dpo_data import load_dpo_pairs
 from gpt_dist.finetune.objectives import DPO
 from gpt_dist.model.gpt import GPT
@@ -34,6 +35,50 @@ def test_loss_is_the_papers_formula():
     torch.testing.assert_close(loss, torch.tensor(want))
     same, _, _ = dpo_loss(policy, policy, beta=0.1)
     torch.testing.assert_close(same, torch.full((2,), math.log(2)))
+
+
+def test_nll_term_is_each_chosen_replys_per_token_mean():
+    # 2 pairs: chosen replies of 3 and 1 labelled tokens, then the rejected ones
+    nll = torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 4.0], [9.0, 9.0, 9.0, 9.0], [9.0, 9.0, 9.0, 9.0]])
+    labels = torch.tensor([[-100, 5, 6, 7], [-100, -100, -100, 8], [1, 1, 1, 1], [1, 1, 1, 1]])
+    nll = nll * (labels != -100)
+    torch.testing.assert_close(chosen_nll(nll, labels), torch.tensor([2.0, 4.0]))  # not (1+2+3+4)/4 for both
+
+
+class _FixedNLL(torch.nn.Module):
+    """A "model" whose per-token NLL is a given table (reduction="none"), to check the loss's arithmetic."""
+
+    def __init__(self, nll):
+        super().__init__()
+        self.nll = nll
+
+    def forward(self, input_ids, labels, reduction):
+        assert reduction == "none"
+        return self.nll * (labels != -100)
+
+
+def test_nll_weight_adds_alpha_times_the_chosen_nll_to_each_pair():
+    nll = torch.tensor([[0.5, 1.5], [2.0, 2.0], [1.0, 1.0], [3.0, 1.0]])  # chosen x2, then rejected x2
+    labels = torch.tensor([[1, 2], [-100, 3], [1, 2], [4, 5]])
+    batch = {"input_ids": torch.zeros_like(labels), "labels": labels, "ref_logps": torch.tensor([-2.0, -2.0, -2.0, -4.0])}
+    plain, rpo = DPO(beta=0.1), DPO(beta=0.1, nll_weight=0.5)
+    base = plain.loss(_FixedNLL(nll), batch)
+    out = rpo.loss(_FixedNLL(nll), batch)
+    preference, _, _ = dpo_loss(-(nll * (labels != -100)).sum(-1), batch["ref_logps"], beta=0.1)
+    torch.testing.assert_close(base.loss, preference.sum())
+    torch.testing.assert_close(out.loss, preference.sum() + 0.5 * (1.0 + 2.0))  # means 1.0 and 2.0
+    # both log the NLL (a sum over the pairs, like every metric) and the preference term alone
+    for o in (base, out):
+        assert o.metrics["chosen_nll"].item() == pytest.approx(3.0)
+        assert o.metrics["preference_loss"].item() == pytest.approx(preference.sum().item())
+    loss, pairs, metrics = rpo.eval_loss(_FixedNLL(nll), batch)  # validation: the same objective
+    torch.testing.assert_close(loss, out.loss)
+    assert pairs.item() == 2 and metrics.keys() == out.metrics.keys()
+
+
+def test_negative_nll_weight_is_a_config_error(tmp_path, tokenizer_dir, sample_files, sft_run):
+    with pytest.raises(ConfigError, match="finetune.dpo_nll_weight"):
+        dpo_config(tmp_path, tokenizer_dir, sft_run, sample_files["dpo_train"], extra=["finetune.dpo_nll_weight=-1"])
 
 
 def dpo_config(tmp_path, tokenizer_dir, sft_run, train, extra=()):
@@ -80,6 +125,32 @@ def test_training_separates_chosen_from_rejected(tmp_path, tokenizer_dir, sft_ru
     val = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
     assert val[-1]["loss"] < math.log(2)
     assert "perplexity" not in val[-1]  # exp(DPO loss) is no perplexity
+    # validation logs the rewards too, as shares of the validation pairs
+    assert 0.0 <= val[-1]["reward_accuracy"] <= 1.0 and val[-1]["chosen_nll"] > 0
+    assert {"reward_margin", "reward_chosen", "reward_rejected", "preference_loss"} <= set(val[-1])
+
+
+def test_nll_term_keeps_the_chosen_replies_likely(tmp_path, tokenizer_dir, sft_run, sample_files):
+    """Same run with finetune.dpo_nll_weight: 1: the pairs still separate, and the chosen replies'
+    NLL ends no higher than it started, where plain DPO lets it rise."""
+    from gpt_dist.engine.trainer import train
+
+    def run(name, weight):
+        cfg = dpo_config(tmp_path / name, tokenizer_dir, sft_run, sample_files["dpo_train"],
+                         extra=[f"finetune.dpo_nll_weight={weight}"])
+        with one_thread():
+            train(cfg)
+        return train_metrics(tmp_path / name / "run")
+
+    def mean(rs, key):
+        return sum(r[key] for r in rs) / len(rs)
+
+    plain, rpo = run("plain", 0.0), run("rpo", 1.0)
+    assert rpo[0]["loss"] == pytest.approx(math.log(2) + rpo[0]["chosen_nll"], abs=1e-4)
+    assert rpo[0]["preference_loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert mean(rpo[-5:], "reward_accuracy") > 0.9
+    assert mean(rpo[-5:], "chosen_nll") <= mean(rpo[:5], "chosen_nll")
+    assert mean(rpo[-5:], "chosen_nll") < mean(plain[-5:], "chosen_nll")
 
 
 BAD_PAIRS = {
