@@ -9,7 +9,32 @@ from pathlib import Path
 
 import pytest
 from engine_runs import Run, base_overrides, train_cmd
-from testutil import REPO
+from testutil import BIN, REPO
+
+ENGINE_VOCAB = 512
+
+
+@pytest.fixture(scope="session")
+def sample_shards(tmp_path_factory) -> Path:
+    """The built-in sample (`gpt-dist prepare --sample`, 256-token sequences) tokenized with a
+    512-token byte-level BPE trained on the same text: DIR/train, DIR/val, DIR/tokenizer.
+
+    The engine's tests train `mini` models for a few steps, again and again; with GPT-2's 50,304
+    tokens about 86 % of their FLOPs per token are the LM head, with 512 about 7 %, so each step
+    costs about a seventh. Nothing the loop does depends on the vocabulary (base_overrides
+    sets the model's to the shards'); the GPT-2-tokenized sample trains in the README's runs
+    (tests/test_sample_runs.py) and in the other folders' tests."""
+    from gpt_dist.data.readers import sample_topics
+
+    out = tmp_path_factory.mktemp("engine_sample_data")
+    text = out / "topics.txt"
+    text.write_text("\n\n".join(body for _, body in sample_topics()))
+    for cmd in (["train-tokenizer", "--input", str(text), "--kind", "bpe", "--vocab-size", str(ENGINE_VOCAB),
+                 "--output", str(out / "tokenizer")],
+                ["prepare", "--sample", "--tokenizer", "bpe", "--tokenizer-path", str(out / "tokenizer"),
+                 "--output", str(out)]):
+        subprocess.run([str(BIN / "gpt-dist"), *cmd], check=True, cwd=REPO, capture_output=True)
+    return out
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Launching `gpt-dist train` for tests: the deepspeed launcher (gloo ranks on CPU) in a
+"""Launching `gpt-dist train` for tests: local ranks as the deepspeed launcher starts them (gloo on CPU) in a
 subprocess, and reading back what the run wrote."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpt_dist.data.shards import MANIFEST
 from testutil import BIN, rank_launcher
 
 
@@ -30,7 +31,11 @@ class Run:
 
 
 def base_overrides(shards: Path, run_dir: Path) -> list[str]:
-    return [
+    """--set overrides that train on `shards` in `run_dir`, with the model's vocabulary the shards'
+    tokenizer's when that is not GPT-2 (tests/engine/conftest.py's sample_shards)."""
+    tok = json.loads((shards / "train" / MANIFEST).read_text())["tokenizer"]
+    vocab = [] if tok["kind"] == "gpt2" else [f"tokenizer.kind={tok['kind']}", f"model.vocab_size={tok['vocab_size']}"]
+    return vocab + [
         f"run_dir={run_dir}",
         f"data.train=[{{path: {shards / 'train'}, weight: 1.0}}]",
         f"data.val={shards / 'val'}",
