@@ -91,14 +91,14 @@ def _muon_wsd(lr: float, muon_lr: float) -> dict[str, Any]:
                 decay_fraction=0.3, grad_clip=0.0)
 
 
-BASELINE_LR = 3e-3  # the best of the short sweep (docs/benchmarks.md)
+BASELINE_LR = 2e-3  # the best of the sweep_baseline_ runs (docs/benchmarks.md)
 RECIPE_LR, RECIPE_MUON_LR = 3e-3, 0.02
 
 
-def run_specs(scale: Scale) -> dict[str, dict[str, Any]]:
+def run_specs(scale: Scale, baseline_lr: float = BASELINE_LR) -> dict[str, dict[str, Any]]:
     """name -> {model, train, what}: the baseline, the recipe, each lever on top of the recipe,
     and the learning-rate sweeps (prefixed sweep_, at Scale.sweep_steps)."""
-    base = {"model": _model(scale, "gpt2"), "train": _adamw_cosine(BASELINE_LR),
+    base = {"model": _model(scale, "gpt2"), "train": _adamw_cosine(baseline_lr),
             "what": "GPT-2 block (LayerNorm, learned positions, GELU MLP, biases) + AdamW + cosine"}
     recipe = {"model": _model(scale, "llama"), "train": _muon_wsd(RECIPE_LR, RECIPE_MUON_LR),
               "what": "llama block (RMSNorm, RoPE, SwiGLU, no biases) + Muon + WSD"}
@@ -111,7 +111,7 @@ def run_specs(scale: Scale) -> dict[str, dict[str, Any]]:
     for name, (kw, what) in levers.items():
         specs[f"recipe+{name}"] = {"model": {**recipe["model"], **kw}, "train": recipe["train"], "what": what}
     short = scale.sweep_steps
-    for lr in (2e-3, 4e-3, 8e-3):
+    for lr in (1e-3, 2e-3, 4e-3, 8e-3):
         specs[f"sweep_baseline_lr{lr:g}"] = {"model": base["model"], "train": _adamw_cosine(lr), "steps": short,
                                              "what": f"baseline at lr {lr:g}, {short} steps"}
     for mlr in (0.01, 0.02, 0.04):
@@ -250,12 +250,15 @@ def train(out: Path, scale: Scale, name: str, spec: dict[str, Any], tok: Path, d
     run_dir.mkdir(parents=True)
     cfg_path = run_dir.parent / f"{name}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    load_before, started = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     seconds = sh(["gpt-dist", "train", str(cfg_path)], run_dir.parent / f"{name}.log")
     curve = read_curve(run_dir / "metrics.jsonl")
     if not curve or curve[-1][0] != steps * scale.batch_tokens:
         raise SystemExit(f"{name}: {run_dir / 'metrics.jsonl'} has no validation row at step {steps}; "
                          f"check eval.every_steps divides train.max_steps")
-    result = {"what": spec["what"], "seconds": round(seconds, 1), "curve": curve, "config": cfg,
+    # Seconds depend on the machine's load (others' jobs share its cores): kept with them.
+    result = {"what": spec["what"], "seconds": round(seconds, 1), "started": started,
+              "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "curve": curve, "config": cfg,
               "parameters": _parameters(cfg["model"])}
     result_file.write_text(json.dumps(result, indent=1))
     return result
@@ -287,8 +290,24 @@ def report(out: Path, runs: dict[str, dict[str, Any]], scale: Scale, meta: dict[
         "runs": runs,
     }
     (out / "token_efficiency.json").write_text(json.dumps(summary, indent=1))
-    plot(out / "token_efficiency.png", main, summary)
+    (out / "token_efficiency.md").write_text(markdown_table(summary))
+    if main:
+        plot(out / "token_efficiency.png", main, summary)
     return summary
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """One row per finished run, in the order they were defined (for docs/benchmarks.md)."""
+    rows = ["| run | what | params (non-embedding) | final val loss | tokens to the baseline's final loss | seconds "
+            "(load before -> after) |", "|---|---|---:|---:|---:|---:|"]
+    for name, r in summary["runs"].items():
+        frac = summary["fraction_of_baseline_tokens"].get(name)
+        reach = "-" if name == "baseline" or name.startswith("sweep_") else (
+            "not reached" if frac is None else f"{frac * summary['tokens_per_run']:,.0f} (**{frac:.2f}**)")
+        p = r["parameters"]
+        rows.append(f"| {name} | {r['what']} | {p['total']:,} ({p['non_embedding']:,}) | {r['curve'][-1][1]:.3f} | {reach} "
+                    f"| {r['seconds']:.0f} ({' -> '.join(str(x) for x in r.get('load_1min', []))}) |")
+    return "\n".join(rows) + "\n"
 
 
 def plot(path: Path, runs: dict[str, dict[str, Any]], summary: dict[str, Any]) -> None:
@@ -327,10 +346,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--runs", nargs="*", default=None,
                     help="runs to train (default: every one that is not a sweep_ run); `list` prints them")
     ap.add_argument("--tiny", action="store_true", help="a few steps of a tiny model on a corpus slice (plumbing)")
+    ap.add_argument("--baseline-lr", type=float, default=BASELINE_LR,
+                    help=f"the baseline's peak lr (default {BASELINE_LR:g}; pick it with the sweep_baseline_ runs)")
     ap.add_argument("--pydoc", action="store_true", help="add pydoc's topic texts to the corpus")
     args = ap.parse_args(argv)
     scale = TINY if args.tiny else FULL
-    specs = run_specs(scale)
+    specs = run_specs(scale, args.baseline_lr)
     if args.runs == ["list"]:
         for name, spec in specs.items():
             print(f"{name:28s} {spec['what']}")
