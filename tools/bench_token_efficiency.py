@@ -11,15 +11,17 @@ Every step goes through the user-facing commands, one subprocess each:
     runs      gpt-dist train, one run directory per recipe; the curve is the run's
               metrics.jsonl validation rows (tokens, loss)
 
-and writes OUT/token_efficiency.json (every run's curve, its config and seconds, the fraction)
-and OUT/token_efficiency.png (validation loss against tokens).
+and writes OUT/token_efficiency.json (every run's curve, its config and seconds, the fraction),
+OUT/token_efficiency.md (a table of the runs) and OUT/token_efficiency.png (validation loss
+against tokens).
 
-    python tools/bench_token_efficiency.py --out /tmp/tokeff                  # every run
+    python tools/bench_token_efficiency.py --out /tmp/tokeff --runs list      # what each run is
+    python tools/bench_token_efficiency.py --out /tmp/tokeff                  # every run but sweeps
     python tools/bench_token_efficiency.py --out /tmp/tokeff --runs baseline recipe
     python tools/bench_token_efficiency.py --out /tmp/tokeff --tiny           # plumbing only
 
-A finished run (its metrics.jsonl holds the final validation row) is not trained again, so
-runs can be added one at a time; the report is rebuilt from every finished run each time.
+A finished run (OUT/runs/NAME/bench_result.json) is not trained again, so runs can be added one
+at a time; the report is rebuilt from every finished run each time.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ RECIPE_LR, RECIPE_MUON_LR = 3e-3, 0.02
 
 def run_specs(scale: Scale, baseline_lr: float = BASELINE_LR) -> dict[str, dict[str, Any]]:
     """name -> {model, train, what}: the baseline, the recipe, each lever on top of the recipe,
-    and the learning-rate sweeps (prefixed sweep_, at Scale.sweep_steps)."""
+    both again with another seed, and the learning-rate sweeps (prefixed sweep_, at Scale.sweep_steps)."""
     base = {"model": _model(scale, "gpt2"), "train": _adamw_cosine(baseline_lr),
             "what": "GPT-2 block (LayerNorm, learned positions, GELU MLP, biases) + AdamW + cosine"}
     recipe = {"model": _model(scale, "llama"), "train": _muon_wsd(RECIPE_LR, RECIPE_MUON_LR),
@@ -110,6 +112,11 @@ def run_specs(scale: Scale, baseline_lr: float = BASELINE_LR) -> dict[str, dict[
     }
     for name, (kw, what) in levers.items():
         specs[f"recipe+{name}"] = {"model": {**recipe["model"], **kw}, "train": recipe["train"], "what": what}
+    # The same two with another seed (initialisation and sample order): the spread to read the
+    # differences between runs against.
+    for name in ("baseline", "recipe"):
+        r = specs[name]
+        specs[f"{name}_seed2"] = {**r, "train": {**r["train"], "seed": 2}, "what": r["what"] + ", seed 2"}
     short = scale.sweep_steps
     for lr in (1e-3, 2e-3, 4e-3, 8e-3):
         specs[f"sweep_baseline_lr{lr:g}"] = {"model": base["model"], "train": _adamw_cosine(lr), "steps": short,
@@ -322,7 +329,7 @@ def plot(path: Path, runs: dict[str, dict[str, Any]], summary: dict[str, Any]) -
         frac = summary["fraction_of_baseline_tokens"].get(name)
         label = name + ("" if name == "baseline" else f" ({frac:.2f} of baseline tokens)" if frac else " (never)")
         ax.plot([t / 1e3 for t in tok], loss, marker="o", ms=3, lw=2.2 if name in ("baseline", "recipe") else 1.2,
-                label=label)
+                ls="--" if name.endswith("_seed2") else "-", label=label)
     if summary["baseline_final_val_loss"] is not None:
         ax.axhline(summary["baseline_final_val_loss"], color="grey", lw=0.8, ls="--")
     s = summary["scale"]
