@@ -49,7 +49,7 @@ def test_the_runs_share_shapes_batch_and_budget_and_differ_in_block_and_optimize
 
 
 def test_tiny_mode_trains_both_runs_through_the_commands_and_reports_the_fraction(tool, tmp_path):
-    summary = tool.main(["--out", str(tmp_path), "--tiny", "--runs", "baseline", "recipe"])
+    summary = tool.main(["--out", str(tmp_path), "--tiny", "--nice", "0", "--runs", "baseline", "recipe"])
     data = json.loads((tmp_path / "token_efficiency.json").read_text())
     assert (tmp_path / "token_efficiency.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "tokenizer" / "gpt_dist_tokenizer.json").exists()
