@@ -350,6 +350,7 @@ def plot(path: Path, runs: dict[str, dict[str, Any]], summary: dict[str, Any]) -
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    global NICE  # what `sh` runs the commands at (--nice)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="work folder: corpus, tokenizer, shards, runs, report")
     ap.add_argument("--runs", nargs="*", default=None,
@@ -360,7 +361,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--nice", type=int, default=NICE, help=f"niceness of the commands (default {NICE})")
     ap.add_argument("--pydoc", action="store_true", help="add pydoc's topic texts to the corpus")
     args = ap.parse_args(argv)
-    global NICE
     NICE = args.nice
     scale = TINY if args.tiny else FULL
     specs = run_specs(scale, args.baseline_lr)
