@@ -81,6 +81,9 @@ class ModelConfig:
     norm_eps: float = 1.0e-5  # llama: RMSNorm epsilon
     # The LM head shares the token embedding's weight (gpt2 always does).
     tie_embeddings: bool = True
+    # llama only. Start every block's output projection (attn.c_proj, mlp.c_proj) at zero, so
+    # each block begins as the identity on the residual stream (as in the modded-nanogpt runs).
+    zero_init_proj: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -520,6 +523,8 @@ def _resolve_arch(m: ModelConfig) -> None:
         need(m.tie_embeddings, "model.tie_embeddings", "gpt2's LM head is always the token embedding",
              "drop model.tie_embeddings, or use model.arch: llama")
         need(not m.qk_norm, "model.qk_norm", "gpt2 has no QK-norm", "drop model.qk_norm, or use model.arch: llama")
+        need(not m.zero_init_proj, "model.zero_init_proj", "gpt2 keeps OpenAI's initialisation",
+             "drop model.zero_init_proj, or use model.arch: llama")
         need(m.mlp_multiple is None, "model.mlp_multiple", "gpt2's MLP is always 4 * n_embd wide",
              "drop model.mlp_multiple, or use model.arch: llama")
         return

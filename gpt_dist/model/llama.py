@@ -135,6 +135,15 @@ class Llama(GPT):
             ln_f=RMSNorm(cfg.n_embd, cfg.norm_eps),
         )
 
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.config.zero_init_proj:
+            # Each block then starts as the identity on the residual stream; the projections
+            # still get gradients (their inputs are not zero), so they leave zero on step one.
+            for block in self.transformer.h:
+                nn.init.zeros_(block.attn.c_proj.weight)
+                nn.init.zeros_(block.mlp.c_proj.weight)
+
     def embed(self, idx: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, Rope]:
         """Token ids (B, T) -> (B, T, C); positions (B or 1, T) -> the rotary tables of every block."""
         c = self.config
