@@ -40,6 +40,9 @@ RUN_WITH_TEST_ARGS = {
         "tests/test_docs.py::test_bench_data_all_writes_every_section",
     # all eight recorded runs (gpt2-medium to gpt2-xl, ZeRO-2/3, fp32/bf16) have this prefix
     ".venv/bin/python tools/bench_convert.py": "tests/test_docs.py::test_bench_convert_builds_converts_and_checks",
+    # the sweep and the measured runs (minutes each); the test runs the same chain in --tiny mode
+    "python tools/bench_token_efficiency.py":
+        "tests/benchmark/test_token_efficiency_tool.py::test_tiny_mode_trains_both_runs_through_the_commands_and_reports_the_fraction",
     # launch.md: the tests add --set run_dir=... and data.* for their own folders (`--set ...`)
     "launch/single_node.sh configs/sample_cpu.yaml 2": "tests/launch/test_launchers.py",
     "launch/single_node.sh configs/sample_cpu.yaml 2 --set ...": "tests/launch/test_launchers.py",
