@@ -29,7 +29,7 @@ if GPT2_VOCAB.is_file():
 # finish close together; the rest follow in collection order.
 _FOLDER_UNITS = ("benchmark", "checkpoint", "conversion", "data", "evaluation", "finetune", "generation")
 _SLURM_MODULES = ("tests/slurm/", "tests/data/test_prepare_slurm.py")
-_SLOWEST_FIRST = (  # seconds per unit, serial, idle 2-core machine (see README, "Tests")
+_SLOWEST_FIRST = (  # the longest units of a run on a 2-core machine (docs/benchmarks.md, "Test suite")
     "tests/engine/test_training.py",
     "tests/test_sample_runs.py",
     "tests/engine/test_llama_training.py",
