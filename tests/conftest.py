@@ -19,6 +19,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 if GPT2_VOCAB.is_file():
     os.environ.setdefault("GPT_DIST_GPT2_VOCAB", str(GPT2_VOCAB))
+# An xdist worker shares the cores with the other one: one intra-op thread for its in-process
+# tests and the commands it starts, which would otherwise oversubscribe the cores (torch's
+# OpenMP threads then wait on each other and runs take several times as long).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 # Under pytest-xdist (`make test`: two workers, `--dist loadscope`) tests are handed out in work units that

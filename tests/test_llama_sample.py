@@ -23,7 +23,7 @@ EXPORT = "gpt-dist convert to-hf runs/llama_sample/ckpt exports/llama-sample-hf"
 
 
 def sh(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1")
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), HF_HUB_OFFLINE="1")
     return subprocess.run([str(BIN / a) if i == 0 else a for i, a in enumerate(shlex.split(cmd))], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 

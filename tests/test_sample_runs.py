@@ -57,7 +57,7 @@ def user_env() -> dict[str, str]:
     an in-process training run of this session."""
     drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "GPT_DIST_GPT2_VOCAB")
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(OMP_NUM_THREADS="2")
+    env.setdefault("OMP_NUM_THREADS", "2")  # 1 under make test's workers (tests/conftest.py)
     return env
 
 
