@@ -15,14 +15,15 @@ import pytest
 
 from gpt_dist.checkpoint.layout import complete_tags
 from gpt_dist.engine import signals
+
+from engine_runs import base_overrides
 from testutil import BIN, REPO
 
 
 def _overrides(shards: Path, run_dir: Path, max_steps: int) -> list[str]:
-    sets = [
-        f"run_dir={run_dir}", f"data.train=[{{path: {shards / 'train'}, weight: 1.0}}]", f"data.val={shards / 'val'}",
+    sets = base_overrides(shards, run_dir) + [
         f"train.max_steps={max_steps}", "train.micro_batch_size=2", "train.global_batch_tokens=512",
-        "log.every_steps=1", "log.progress_bar=false", "checkpoint.every_steps=1000", "eval.every_steps=1000",
+        "checkpoint.every_steps=1000", "eval.every_steps=1000",
     ]
     return [x for s in sets for x in ("--set", s)]
 
