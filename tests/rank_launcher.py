@@ -20,15 +20,10 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from testutil import free_port  # this script's folder, tests/, is first on sys.path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("script")
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(a.master_port or _free_port()),
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(a.master_port or free_port()),
                WORLD_SIZE=str(a.nproc), LOCAL_SIZE=str(a.nproc), CROSS_RANK="0", CROSS_SIZE="1")
     procs = [subprocess.Popen([sys.executable, "-u", a.script, f"--local_rank={r}", *a.args],
                               env=dict(env, RANK=str(r), LOCAL_RANK=str(r)))

@@ -6,17 +6,13 @@ import torch
 from gpt_dist.config import ConfigError, ModelConfig, resolve_model_config
 from gpt_dist.errors import UserError
 from gpt_dist.model.gpt import GPT
+from gpt_dist.model.cost import detect_peak_flops, flops_per_token, num_parameters, peak_flops, stored_parameters
 from gpt_dist.planning import (
     activation_bytes,
-    detect_peak_flops,
-    flops_per_token,
     load_model_config,
     make_plan,
     model_state_bytes,
-    num_parameters,
-    peak_flops,
     shape_warnings,
-    stored_parameters,
 )
 
 

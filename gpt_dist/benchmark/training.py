@@ -15,7 +15,7 @@ Method, stated once because every figure depends on it:
   threads, user + system): on a CPU it varies less with other processes than the wall clock,
   on a GPU it is the host's share.
 - `mfu` = flops_per_token x tokens_per_s / (peak x ranks), with the training logs'
-  flops_per_token (6N + 12·L·d·T) and bf16 dense peak (gpt_dist.planning). It is null on a CPU,
+  flops_per_token (6N + 12·L·d·T) and bf16 dense peak (gpt_dist.model.cost). It is null on a CPU,
   whose peak is not known; `achieved_tflops` is reported everywhere.
 - `peak_memory_gb` (GiB): on CUDA torch.cuda.max_memory_allocated over the whole run; on a CPU
   the process's resident-set high-water mark (ru_maxrss), which includes the interpreter and
@@ -102,7 +102,7 @@ def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
     from gpt_dist.benchmark.train_step import EagerStep, EngineStep
     from gpt_dist.engine.parallelize import parallelize
     from gpt_dist.model.attention import kernel_name
-    from gpt_dist.planning import detect_peak_flops, flops_per_token
+    from gpt_dist.model.cost import detect_peak_flops, flops_per_token
 
     s.validate()
     if s.zero_stage is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -376,7 +376,7 @@ def train_step(engine, objective: Objective, geometry: BatchGeometry, batches: l
 
 
 def _flops(cfg: Config, dist: DistInfo) -> tuple[float, float | None]:
-    from gpt_dist.planning import detect_peak_flops, flops_per_token
+    from gpt_dist.model.cost import detect_peak_flops, flops_per_token
 
     peak = detect_peak_flops(torch.cuda.get_device_name(dist.device)) if dist.device.type == "cuda" else None
     return flops_per_token(cfg.model, cfg.seq_len), peak

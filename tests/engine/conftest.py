@@ -20,9 +20,10 @@ def sample_shards(tmp_path_factory) -> Path:
     512-token byte-level BPE trained on the same text: DIR/train, DIR/val, DIR/tokenizer.
 
     The engine's tests train `mini` models for a few steps, again and again; with GPT-2's 50,304
-    tokens about 86 % of their FLOPs per token are the LM head, with 512 about 7 %, so each step
-    costs about a seventh. Nothing the loop does depends on the vocabulary (base_overrides
-    sets the model's to the shards'); the GPT-2-tokenized sample trains in the README's runs
+    tokens about 86 % of their FLOPs per token are the LM head, with 512 about 7 %, so a step
+    takes about a seventh of the FLOPs (flops_per_token; the suite's time is in
+    docs/benchmarks.md). Nothing the loop does depends on the vocabulary (base_overrides sets
+    the model's to the shards'); the GPT-2-tokenized sample trains in the README's runs
     (tests/test_sample_runs.py) and in the other folders' tests."""
     from gpt_dist.data.readers import sample_topics
 

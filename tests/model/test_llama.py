@@ -201,7 +201,7 @@ def test_a_few_steps_lower_the_loss():
 
 @pytest.mark.parametrize("preset", LLAMA_PRESETS)
 def test_the_planner_counts_the_models_parameters(preset):
-    from gpt_dist.planning import flops_per_token, num_parameters
+    from gpt_dist.model.cost import flops_per_token, num_parameters
 
     for kw in (dict(), dict(tie_embeddings=False, qk_norm=True)):
         cfg = resolve_model_config(ModelConfig(preset=preset, **kw))
