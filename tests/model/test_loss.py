@@ -94,3 +94,31 @@ def test_unknown_reduction_is_an_error():
     h, w = torch.randn(4, 8), torch.randn(16, 8)
     with pytest.raises(ValueError, match="reduction='avg'"):
         lm_head_cross_entropy(h, w, None, torch.zeros(4, dtype=torch.long), "avg", 2)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("chunk", [0, 7])
+@pytest.mark.parametrize("counted", [12, 0])
+def test_tokens_without_a_loss_skip_the_head_and_change_nothing(reduction, chunk, counted):
+    """An SFT-like batch (12 of 60 tokens counted, or none): the loss and the gradients of the
+    hidden states and the head are those of the full logits through F.cross_entropy."""
+    g = torch.Generator().manual_seed(3)
+    h0, w0 = torch.randn(60, 16, generator=g), torch.randn(50, 16, generator=g)
+    t = torch.full((60,), IGNORE_INDEX)
+    keep = torch.randperm(60, generator=g)[:counted]
+    t[keep] = torch.randint(0, 50, (counted,), generator=g)
+    upstream = torch.rand(60, generator=g)
+    grads = []
+    for fn in ("ours", "reference"):
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        if fn == "ours":
+            loss = lm_head_cross_entropy(h, w, None, t, reduction, chunk)
+        else:
+            per_token = torch.nn.functional.cross_entropy(h @ w.t(), t, ignore_index=IGNORE_INDEX, reduction="none")
+            loss = {"none": per_token, "sum": per_token.sum(),
+                    "mean": per_token.sum() / max(counted, 1)}[reduction]
+        ((loss * upstream).sum() if reduction == "none" else loss).backward()
+        grads.append((loss.detach(), h.grad, w.grad))
+    for got, want in zip(grads[0], grads[1]):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert torch.count_nonzero(grads[0][1].abs().sum(1)) <= counted  # no gradient into uncounted rows
