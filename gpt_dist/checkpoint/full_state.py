@@ -103,11 +103,6 @@ def read_full_state(tag_dir: Path, meta: dict[str, Any]) -> FullState:
         raise CheckpointError(f"{tag_dir}: ZeRO stage {stage!r} has no partitioned optimizer state to reshard")
     files = expected_files(tag_dir, stage, world)
     optim = [f for f in files if f.name.endswith("_optim_states.pt")]
-    if any(f.name.startswith("bf16_") for f in optim):
-        raise CheckpointError(
-            f"{optim[0]}: written by DeepSpeed's bf16 ZeRO-1 optimizer, whose Muon state cannot be resharded; "
-            f"resume on the {world} ranks that saved it"
-        )
     model_file = tag_dir / (ZERO0_MODEL_FILE if stage < 3 else "zero_pp_rank_0_mp_rank_00_model_states.pt")
     model_states = load_file(model_file, mmap=True)
     shapes = _get(model_states, model_file, "param_shapes")
@@ -115,10 +110,10 @@ def read_full_state(tag_dir: Path, meta: dict[str, Any]) -> FullState:
     counters["global_samples"] = int(model_states.get("global_samples", 0))
     sds = [(f, _get(load_file(f, mmap=True), f, "optimizer_state_dict")) for f in optim]
     read = _read_zero3 if stage == 3 else _read_zero12
-    return FullState(read(sds, shapes, model_file), counters)
+    return FullState(read(sds, shapes), counters)
 
 
-def _read_zero12(sds: list[tuple[Path, dict]], shapes: list[dict], model_file: Path) -> dict[str, ParamState]:
+def _read_zero12(sds: list[tuple[Path, dict]], shapes: list[dict]) -> dict[str, ParamState]:
     """ZeRO-1/2: group g's flat tensor (its parameters in `shapes[g]` order, each followed by its
     alignment padding) is cut into N equal partitions, one per rank."""
     world = len(sds)
@@ -161,7 +156,7 @@ def _read_zero12(sds: list[tuple[Path, dict]], shapes: list[dict], model_file: P
     return out
 
 
-def _read_zero3(sds: list[tuple[Path, dict]], shapes: list[dict], model_file: Path) -> dict[str, ParamState]:
+def _read_zero3(sds: list[tuple[Path, dict]], shapes: list[dict]) -> dict[str, ParamState]:
     """ZeRO-3: sub-group k's flat partition on rank r holds, for each parameter of `shapes[k]` in
     order, elements [r * p, (r + 1) * p) of it, p = ceil(numel / N), zero-padded at the end."""
     world = len(sds)
@@ -216,11 +211,26 @@ def load_full_state(engine, full: FullState, source: Path) -> None:
     inner = opt.optimizer  # MuonWithAuxAdam: its state is keyed by the flat fp32 partitions
     names = opt.param_names
     groups = _groups(opt, stage3)
-    missing = [names[p] for params, _ in groups for p in params if names[p] not in full.params]
-    if missing:
-        raise CheckpointError(f"{source}: has no optimizer state for {', '.join(missing[:5])}; it comes from another model")
+    for params, _ in groups:  # checked before anything changes; every rank reaches the same verdict
+        for p in params:
+            shape = tuple(getattr(p, "ds_shape", p.shape))  # ZeRO-3 leaves a placeholder in p itself
+            saved = full.params.get(names[p])
+            if saved is None or tuple(saved.shape) != shape:
+                raise CheckpointError(
+                    f"{source}: {names[p]} is " + ("missing from the optimizer state" if saved is None else
+                                                   f"of shape {saved.shape}, the model's is {shape}")
+                    + "; the checkpoint comes from another model")
     for g, (params, flat) in enumerate(groups):
+        if not params:
+            continue
         saved = full.params[names[params[0]]]
+        need = {MOMENTUM} if getattr(params[0], "use_muon", False) else {"exp_avg", "exp_avg_sq"}
+        if not need <= set(saved.tensors):
+            raise CheckpointError(
+                f"{source}: {names[params[0]]} has no {' or '.join(sorted(need - set(saved.tensors)))} state, so the run "
+                "was saved with another train.optimizer; resume with the one it was saved with (or start from it with "
+                "checkpoint.init_from and checkpoint.resume: never)"
+            )
         state = inner.state.setdefault(flat, {})
         for key in saved.tensors:
             if key == FP32 or (key == MOMENTUM and not stage3):
@@ -229,20 +239,16 @@ def load_full_state(engine, full: FullState, source: Path) -> None:
                 state[key] = torch.zeros_like(flat)
         if saved.step is not None:
             state["step"] = saved.step
-        if MOMENTUM in saved.tensors and not stage3:
+        if MOMENTUM in saved.tensors and not stage3 and opt.params_in_partition[g]:
             # The full tensors of the parameters this rank's partition meets (stage_1_and_2.py,
             # _muon_momentum_buffer / get_flat_partition), in the partition's order.
             state[MOMENTUM] = torch.cat([full.params[names[p]].tensors[MOMENTUM].load().flatten()
                                          for p in opt.params_in_partition[g]]).to(flat.device)
     if not stage3:
-        opt._lazy_init_hp_params_optimizer_state()  # links each parameter's fragment of the states just made
+        _link_fragments(opt)
     for params, _ in groups:
         for p in params:
-            saved = full.params[names[p]]
-            if tuple(saved.shape) != tuple(getattr(p, "ds_shape", p.shape)):
-                raise CheckpointError(f"{source}: {names[p]} has shape {saved.shape}, the model {tuple(p.ds_shape if stage3 else p.shape)}; "
-                                      "the checkpoint comes from another model")
-            for key, lt in saved.tensors.items():
+            for key, lt in full.params[names[p]].tensors.items():
                 value = lt.load().to(engine.device)
                 if key == FP32:
                     safe_set_full_fp32_param(p, value)
@@ -251,6 +257,13 @@ def load_full_state(engine, full: FullState, source: Path) -> None:
     _weights_from_fp32(opt, stage3)
     for k, v in full.counters.items():
         setattr(engine, k, v)
+
+
+def _link_fragments(opt) -> None:
+    """Point each ZeRO-1/2 parameter's fragment at the optimizer state tensors there are now
+    (DeepSpeed links them only after its first step, and not again after a load)."""
+    opt._hp_optimizer_states_linked = False
+    opt._lazy_init_hp_params_optimizer_state()
 
 
 @torch.no_grad()
@@ -278,6 +291,8 @@ def gather_full_state(engine) -> dict[str, dict[str, torch.Tensor]]:
 
     opt, stage3 = _zero_optimizer(engine)
     inner, names = opt.optimizer, opt.param_names
+    if not stage3:
+        _link_fragments(opt)
     out: dict[str, dict[str, torch.Tensor]] = {}
     for g, (params, flat) in enumerate(_groups(opt, stage3)):
         state = inner.state.get(flat, {})
