@@ -6,6 +6,8 @@ directory (ours or Hugging Face's) becomes a model.
     safe_load.py           torch.load that unpickles tensors and plain data only
     training_state.py      save, the resume plan, load for resume (world-size changes through
                            DeepSpeed's universal format), pruning, LoRA's frozen weights
+    full_state.py          a ZeRO tag's full state per parameter (fp32, AdamW, Muon momentum)
+                           into an engine of another world size: how Muon runs change it
     deepspeed_reader.py    the weights inside a tag, for any ZeRO stage and world size
     hf_reader.py           the weights inside a Hugging Face GPT-2 directory
     state_dict_adapter.py  our names and layout <-> Hugging Face's

@@ -3,8 +3,9 @@
 A save is complete only once every rank has written and rank 0 has put the COMPLETE marker
 (gpt_dist.checkpoint.layout): a process killed mid-save leaves a tag without it, which
 resume passes over. Resuming on another data-parallel world size goes through DeepSpeed's
-universal checkpoint format (ZeRO 1-3); ZeRO-0 checkpoints hold whole optimizer states and
-load on any world size as they are.
+universal checkpoint format (ZeRO 1-3) for AdamW, and for Muon, whose momentum that format does
+not know, through our own resharding (gpt_dist.checkpoint.full_state); ZeRO-0 checkpoints hold
+whole optimizer states and load on any world size as they are.
 
 Resume validates before any rank loads: each rank checks the newest complete tag (every file
 its manifest lists, of its size and fingerprint; the files DeepSpeed will read, readable
@@ -57,6 +58,11 @@ class ResumePlan:
     tag: str
     metadata: dict[str, Any]
     universal: bool  # the world size changed: load through DeepSpeed's universal format
+    reshard: bool = False  # the world size changed under Muon: load through gpt_dist.checkpoint.full_state
+
+    @property
+    def world_changed(self) -> bool:
+        return self.universal or self.reshard
 
 
 def rng_state() -> dict[str, Any]:
@@ -101,15 +107,10 @@ def plan_resume(cfg: Config, dist: DistInfo) -> ResumePlan | None:
         if damaged and dist.is_main:
             log.warning("checkpoint.resume=auto: passing over damaged checkpoints (%s); resuming from %s, the newest "
                         "tag that validates", "; ".join(damaged), tag)
-        universal = meta.get("world_size") != dist.world_size and cfg.engine.zero_stage > 0
-        if universal and cfg.train.optimizer == "muon":
-            # DeepSpeed's universal-checkpoint conversion knows Adam's states, not Muon's momentum.
-            raise CheckpointError(
-                f"{tag_dir}: saved by {meta.get('world_size')} ranks, this run has {dist.world_size}; with "
-                "train.optimizer: muon a run resumes only on the world size that saved it; relaunch with "
-                f"{meta.get('world_size')} ranks (or start from it with checkpoint.init_from and resume: never)"
-            )
-        return ResumePlan(tag=tag, metadata=meta, universal=universal)
+        changed = meta.get("world_size") != dist.world_size and cfg.engine.zero_stage > 0
+        # DeepSpeed's universal-checkpoint conversion knows Adam's states, not Muon's momentum.
+        muon = cfg.train.optimizer == "muon"
+        return ResumePlan(tag=tag, metadata=meta, universal=changed and not muon, reshard=changed and muon)
     if damaged:
         raise CheckpointError(
             f"{ckpt_dir}: no complete checkpoint validates ({'; '.join(damaged)}); restore the files, or start over "
@@ -224,6 +225,8 @@ def _ensure_universal(ckpt_dir: Path, tag: str, dist: DistInfo) -> str:
 def load_for_resume(engine, plan: ResumePlan, cfg: Config, dist: DistInfo) -> dict[str, Any]:
     """Load model, optimizer and our client state from `plan`; returns the client state."""
     ckpt_dir = Path(cfg.checkpoint_dir)
+    if plan.reshard:
+        return _load_resharded(engine, plan, cfg, dist)
     tag = _ensure_universal(ckpt_dir, plan.tag, dist) if plan.universal else plan.tag
     try:
         with weights_only_loads():
@@ -241,6 +244,20 @@ def load_for_resume(engine, plan: ResumePlan, cfg: Config, dist: DistInfo) -> di
     if not plan.universal and rng_file.is_file():
         set_rng_state(load_file(rng_file))
     return state
+
+
+def _load_resharded(engine, plan: ResumePlan, cfg: Config, dist: DistInfo) -> dict[str, Any]:
+    """A Muon run saved on another world size: its full state, rebuilt per parameter from the
+    saved shards (read weights-only, already validated by plan_resume) and put into `engine`."""
+    from gpt_dist.checkpoint.full_state import load_full_state, read_full_state
+
+    tag_dir = Path(cfg.checkpoint_dir) / plan.tag
+    if dist.is_main:
+        log.info("world size changed (%s -> %d ranks): resharding %s's fp32 weights, AdamW and Muon state",
+                 plan.metadata.get("world_size"), dist.world_size, plan.tag)
+    load_full_state(engine, read_full_state(tag_dir, plan.metadata), tag_dir)
+    restore_optimizer_invariants(engine.optimizer, engine.module, cfg)
+    return plan.metadata["client_state"]
 
 
 def save(engine, cfg: Config, dist: DistInfo, step: int, client_state: dict[str, Any], metadata: dict[str, Any]) -> Path:
@@ -312,8 +329,9 @@ def prune(ckpt_dir: Path, keep_last: int) -> None:
 
 def load_frozen_weights(model: torch.nn.Module, plan: ResumePlan, cfg: Config) -> None:
     """Before a LoRA run resumes on another world size: copy its frozen weights from the tag into
-    `model` (adapters already added). DeepSpeed's universal format carries only the parameters
-    the optimizer holds, so without this the frozen base would keep its random initial values."""
+    `model` (adapters already added). DeepSpeed's universal format and our resharding
+    (full_state) carry only the parameters the optimizer holds, so without this the frozen base
+    would keep its random initial values."""
     from gpt_dist.checkpoint.deepspeed_reader import read_raw_weights
 
     tag_dir = Path(cfg.checkpoint_dir) / plan.tag
@@ -321,7 +339,7 @@ def load_frozen_weights(model: torch.nn.Module, plan: ResumePlan, cfg: Config) -
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.requires_grad:
-                continue  # the universal load brings these, with their optimizer state
+                continue  # the universal load (or full_state) brings these, with their optimizer state
             if name == "lm_head.weight":
                 continue  # tied to the token embedding
             if name not in saved or tuple(saved[name].shape) != tuple(p.shape):

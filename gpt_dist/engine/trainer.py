@@ -140,7 +140,7 @@ class Trainer:
             trainable, total = lora.trainable_parameters(model)
             self.lora_params = trainable
             log.info("LoRA r=%d on %s: %d of %d parameters train", cfg.lora.r, list(cfg.lora.target_modules), trainable, total)
-            if plan is not None and plan.universal:
+            if plan is not None and plan.world_changed:
                 checkpointing.load_frozen_weights(model, plan, cfg)
         self.engine, self.ds_config = initialize(model, cfg.train, cfg.engine, self.geometry, dist.device,
                                                  load_universal=bool(plan and plan.universal))

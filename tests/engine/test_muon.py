@@ -4,16 +4,27 @@ the rest; the update it makes, the DeepSpeed config it needs, its errors, and ex
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
+import subprocess
 
 import pytest
 import torch
 
+from gpt_dist.checkpoint.full_state import MOMENTUM, gather_full_state, read_full_state
+from gpt_dist.checkpoint.layout import read_metadata
+from gpt_dist.checkpoint.manifest import write_manifest
+from gpt_dist.checkpoint.safe_load import load_file
 from gpt_dist.config import ConfigError, load_config
 from gpt_dist.engine.deepspeed_setup import build_ds_config, build_optimizer, param_groups
-from gpt_dist.engine.trainer import train
+from gpt_dist.engine.distributed import init_distributed
+from gpt_dist.engine.objectives import build_objective
+from gpt_dist.engine.trainer import Trainer, train
+from gpt_dist.errors import CheckpointError
 from gpt_dist.model.factory import build_model
 
-from engine_runs import base_overrides
+from engine_runs import base_overrides, train_cmd
 from testutil import REPO
 
 MUON = ["model.preset=llama-tiny", "model.block_size=256", "train.optimizer=muon", "train.grad_clip=0",
@@ -76,18 +87,67 @@ def test_deepspeed_config_and_bad_settings(tmp_path):
         build_ds_config(cfg.train, cfg.engine, run_geometry(cfg, 1))
 
 
+def _losses(run_dir):
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+
+
 @pytest.mark.parametrize("stage", [2])  # ZeRO-3 on 2 ranks: tests/engine/test_llama_training.py
-def test_muon_run_trains_and_resumes_exactly(stage, sample_shards, tmp_path):
-    over = [f"engine.zero_stage={stage}", "train.max_steps=4", "checkpoint.every_steps=2"]
+def test_muon_run_trains_resumes_exactly_and_on_other_world_sizes(stage, sample_shards, tmp_path):
+    """Same world size: bit for bit. 1 -> 2 -> 1 ranks under ZeRO-2, whose Muon momentum holds
+    the full tensors of each partition's parameters (a split one on both ranks): the state the
+    1-rank engine holds after loading is exactly what the 2 ranks saved, and the run continues
+    as the uninterrupted one (only the order of the gradient sums differs)."""
+    # Multi-head attention: the Muon group's flat tensor then has its 2-rank boundary inside a matrix.
+    over = [f"engine.zero_stage={stage}", "train.max_steps=4", "checkpoint.every_steps=2", "model.n_kv_head=4"]
     ref = train(config(sample_shards, tmp_path / "ref", *over))
     train(config(sample_shards, tmp_path / "run", *over, "train.exit_after_steps=2"))
+    shutil.copytree(tmp_path / "run", tmp_path / "moved")
     again = train(config(sample_shards, tmp_path / "run", *over))
 
-    def losses(run_dir):
-        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
-
-    full, resumed = losses(tmp_path / "ref"), losses(tmp_path / "run")
+    full, resumed = _losses(tmp_path / "ref"), _losses(tmp_path / "run")
     assert full[4] < full[1]
     assert [resumed[s] for s in (3, 4)] == [full[s] for s in (3, 4)]  # bitwise, fp32
     assert ref.step == again.step == 4
+
+    moved = tmp_path / "moved"  # step 3 on 2 ranks, saved there
+    two = subprocess.run(train_cmd(2, base_overrides(sample_shards, moved) + MUON + over
+                                   + ["checkpoint.every_steps=1", "train.exit_after_steps=1"]),
+                         cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
+    tag = moved / "ckpt" / "step_00000003"
+    saved = read_full_state(tag, read_metadata(tag))
+    momentum = [load_file(f)["optimizer_state_dict"]["base_optimizer_state"]["state"][2][MOMENTUM].numel()
+                for f in sorted(tag.glob("zero_pp_rank_*_optim_states.pt"))]
+    muon_numel = sum(math.prod(p.shape) for p in saved.params.values() if MOMENTUM in p.tensors)
+    assert len(momentum) == 2 and sum(momentum) > muon_numel  # a Muon matrix is split: held whole on both
+
+    cfg = config(sample_shards, moved, *over)
+    trainer = Trainer(cfg, init_distributed(), build_objective(cfg))
+    live = gather_full_state(trainer.engine)
+    assert set(live) == set(saved.params)
+    for name, ps in saved.params.items():
+        assert set(live[name]) == set(ps.tensors), name
+        for key, lt in ps.tensors.items():
+            assert torch.equal(live[name][key], lt.load()), (name, key)
+    assert trainer.run().step == 4
+    got = _losses(moved)
+    for step in (3, 4):
+        assert got[step] == pytest.approx(full[step], abs=1e-5), step
+
+    # A shard whose Muon momentum does not fit its partition, or that lacks a state the layout
+    # needs, is an error naming the file, even with its manifest rewritten to match.
+    shard = tag / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    original = load_file(shard)
+    sd = original["optimizer_state_dict"]
+    sd["base_optimizer_state"]["state"][2][MOMENTUM] = sd["base_optimizer_state"]["state"][2][MOMENTUM][:-8].clone()
+    torch.save(original, shard)
+    write_manifest(tag)
+    with pytest.raises(CheckpointError, match=rf"{shard}: its Muon momentum of parameter group 2 has \d+ elements"):
+        read_full_state(tag, read_metadata(tag))
+    del sd["single_partition_of_fp32_groups"]
+    torch.save(original, shard)
+    write_manifest(tag)
+    with pytest.raises(CheckpointError, match=rf"{shard}: has no single_partition_of_fp32_groups"):
+        read_full_state(tag, read_metadata(tag))
+
