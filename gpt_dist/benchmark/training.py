@@ -5,6 +5,9 @@
 Method, stated once because every figure depends on it:
 - Batches are uniform random token ids (seeded), `micro_batch` x (`seq_len` + 1) tokens split
   into inputs and next-token targets; speed does not depend on what the tokens are.
+  `loss_fraction` < 1 leaves the first (1 - fraction) of every row's targets without a loss
+  (IGNORE_INDEX), as an SFT row's prompts are: `tokens_per_s` still counts every token, and
+  `loss_tokens_per_step` the ones with a loss.
 - Each step is one forward, backward and optimizer update of one micro-batch
   (gpt_dist.benchmark.train_step), timed with a wall clock after a CUDA synchronise on either
   side. The first `warmup` steps are run and not timed (allocator, kernel selection, lazy
@@ -53,6 +56,7 @@ import torch
 from gpt_dist.batch_geometry import BatchGeometry, batch_geometry
 from gpt_dist.config import PRECISIONS, EngineConfig, ModelConfig, TrainConfig
 from gpt_dist.errors import UserError
+from gpt_dist.model.loss import IGNORE_INDEX
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 COMPILE_MODES = ("off", "both", "on")
@@ -72,6 +76,7 @@ class BenchSettings:
     # "on": time only the compiled model (one copy resident, as in training); "off".
     compile: str = "off"
     loss_chunk_tokens: int | None = None  # null = model.loss_chunk_tokens
+    loss_fraction: float = 1.0  # the share of each row's targets with a loss (SFT: its replies)
     seed: int = 0
 
     def validate(self) -> None:
@@ -93,6 +98,8 @@ class BenchSettings:
             raise UserError("--compile: give --warmup 1 or more (compilation happens in the first step, untimed)")
         if self.loss_chunk_tokens is not None and self.loss_chunk_tokens < 0:
             raise UserError(f"--loss-chunk-tokens: {self.loss_chunk_tokens} must be 0 (no chunks) or more")
+        if not 0 < self.loss_fraction <= 1:
+            raise UserError(f"--loss-fraction: {self.loss_fraction} must be in (0, 1]: the share of tokens with a loss")
         if self.zero_stage is not None and self.zero_stage not in (0, 1, 2, 3):
             raise UserError(f"--zero-stage: {self.zero_stage} is not 0, 1, 2 or 3")
 
@@ -143,6 +150,8 @@ def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(s.seed * 1000 + rank)
     n = s.warmup + s.steps
     tokens = torch.randint(0, m.vocab_size, (n, s.micro_batch, seq_len + 1), generator=gen)
+    targets = tokens[:, :, 1:].clone()
+    targets[:, :, : seq_len - max(1, round(s.loss_fraction * seq_len))] = IGNORE_INDEX  # a prompt per row
 
     times: dict[str, list[float]] = {name: [] for name in runners}
     cpu_times: dict[str, list[float]] = {name: [] for name in runners}
@@ -150,7 +159,7 @@ def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
     last_loss: dict[str, torch.Tensor] = {}
     for i in range(n):
         x = tokens[i, :, :-1].to(device, non_blocking=True)
-        y = tokens[i, :, 1:].to(device, non_blocking=True)
+        y = targets[i].to(device, non_blocking=True)
         names = list(runners)
         order = names[i % len(names):] + names[: i % len(names)]  # who goes first rotates
         for name in order:
@@ -178,6 +187,8 @@ def run_training_benchmark(s: BenchSettings) -> dict[str, Any]:
         "warmup": s.warmup,
         "steps": s.steps,
         "tokens_per_step": tokens_per_step * world,
+        "loss_fraction": s.loss_fraction,
+        "loss_tokens_per_step": int((targets[0] != IGNORE_INDEX).sum()) * world,
         "step_ms": 1000 * step_s,
         "step_ms_min": 1000 * min(times["ours"]),
         "step_ms_max": 1000 * max(times["ours"]),
@@ -288,7 +299,8 @@ def format_result(r: dict[str, Any]) -> str:
     engine = "bare model + AdamW" if r["zero_stage"] is None else f"DeepSpeed ZeRO-{r['zero_stage']}"
     mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a (peak FLOP/s unknown on this device)"
     lines = [
-        f"model        {name}, seq {r['seq_len']}, micro-batch {r['micro_batch']}, {r['precision']}, {engine}",
+        f"model        {name}, seq {r['seq_len']}, micro-batch {r['micro_batch']}, {r['precision']}, {engine}"
+        + (f", loss on {r['loss_tokens_per_step']:,} of {r['tokens_per_step']:,} tokens" if r["loss_fraction"] < 1 else ""),
         f"device       {r['device']} x {r['world_size']}",
         (f"step         {r['step_ms']:.1f} ms median of {r['steps']} (min {r['step_ms_min']:.1f}, "
          f"max {r['step_ms_max']:.1f}) after {r['warmup']} warm-up"),

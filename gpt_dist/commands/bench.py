@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--loss-chunk-tokens", type=int, default=None, metavar="N",
                    help="tokens per piece of the chunked LM-head loss; 0 = the plain loss over all logits at once "
                         "(default: model.loss_chunk_tokens, 1024)")
+    p.add_argument("--loss-fraction", type=float, default=1.0, metavar="F",
+                   help="the share of each row's tokens with a loss, the rest a prompt without one, as in SFT "
+                        "(default: 1, pre-training)")
     p.add_argument("--compile", nargs="?", const="both", default="off", choices=("off", "both", "on"),
                    help="torch.compile (engine.compile: true): `--compile` also times a compiled copy, alternating "
                         "with eager; `--compile on` times the compiled model alone (default: off)")
@@ -73,6 +76,7 @@ def _measure(args: argparse.Namespace) -> dict:
             model=load_model_config(args.model), seq_len=args.seq_len, micro_batch=args.micro_batch,
             steps=args.steps, warmup=args.warmup, precision=args.precision, zero_stage=args.zero_stage,
             compare_hf=args.compare_hf, compile=args.compile, loss_chunk_tokens=args.loss_chunk_tokens,
+            loss_fraction=args.loss_fraction,
         )
         result.update(run_training_benchmark(settings))
     if args.data:
