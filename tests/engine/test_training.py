@@ -112,10 +112,18 @@ def test_exact_resume_is_bitwise(stage, zero_runs, run_train, tmp_path):
         assert got[step] == ref[step], (step, got[step], ref[step])  # bitwise, fp32
 
 
+def stopped_at(run: Run, tag: str, run_dir: Path) -> Path:
+    """`run_dir` holding only `tag` of `run`'s checkpoints: the 2-rank run as if it had stopped
+    there (a checkpoint saved on the cadence is the one an exit at that step saves; the exact
+    resume tests above resume from one written on exit). A copy, since a resume on another world
+    size writes beside the tag."""
+    shutil.copytree(run.run_dir / "ckpt" / tag, run_dir / "ckpt" / tag)
+    return run_dir
+
+
 def test_resume_on_a_different_world_size_keeps_the_data_position(zero_runs, run_train, tmp_path):
     common = FAST + ["engine.zero_stage=3", f"train.max_steps={STEPS}", "checkpoint.every_steps=4", "eval.every_steps=4"]
-    first = run_train(tmp_path, overrides=common + ["train.exit_after_steps=4"])
-    assert first.returncode == 0, first.output[-3000:]
+    stopped_at(zero_runs[3], "step_00000004", tmp_path)  # the uninterrupted ZeRO-3 run's step 4
     # one rank: micro-batch 2 x 256 x 1 rank -> 4 accumulation steps for the same 2048-token batch
     second = run_train(tmp_path, world=1, overrides=common)
     assert second.returncode == 0, second.output[-3000:]
@@ -153,9 +161,8 @@ def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_ru
     _, merged, _ = load_weights(final)
     assert not torch.equal(merged["transformer.h.0.attn.c_attn.weight"], base["transformer.h.0.attn.c_attn.weight"])
 
-    first = run_train(tmp_path / "split", overrides=common + ["train.exit_after_steps=2"])
-    assert first.returncode == 0, first.output[-3000:]
-    one = run_train(tmp_path / "split", world=1, overrides=common)
+    # the run stopped at step 2 (its checkpoint there) resumed on one rank
+    one = run_train(stopped_at(ref, "step_00000002", tmp_path / "split"), world=1, overrides=common)
     assert one.returncode == 0, one.output[-3000:]
     assert next(e for e in one.events() if e["event"] == "resumed")["universal"] is True
     for step in (3, 4):
