@@ -18,7 +18,7 @@ import torch
 from gpt_dist.checkpoint.layout import complete_tags, latest_complete_tag
 
 from engine_runs import Run, base_overrides, train_cmd
-from testutil import REPO
+from testutil import REPO, rank_launcher
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +26,12 @@ pytestmark = pytest.mark.slow
 FAST = ["train.micro_batch_size=2", "train.global_batch_tokens=2048", "eval.batches=2", "train.lr=6e-4"]
 STEPS = 8
 COMPARED = 3  # steps over which ZeRO stages must agree
+STOPPED = 3  # the exact resume tests' runs stop after this step
+COMMON = FAST + [f"train.max_steps={STEPS}", "checkpoint.every_steps=4", "eval.every_steps=4"]
+# the resume checks: ZeRO-3, a checkpoint every step
+CHECKS = ["train.micro_batch_size=2", "train.global_batch_tokens=1024", "engine.zero_stage=3",
+          "checkpoint.every_steps=1", "checkpoint.keep_last=3", "eval.every_steps=1000"]
+RANK1_OPTIM = "zero_pp_rank_1_mp_rank_00_optim_states.pt"
 
 
 def shm_workspaces(ports: set[str]) -> set[str]:
@@ -37,28 +43,41 @@ def shm_workspaces(ports: set[str]) -> set[str]:
 
 
 class ZeroRuns(dict):
-    """Stage -> Run, plus the /dev/shm workspaces the runs left behind."""
+    """Run name -> Run, plus the /dev/shm workspaces the runs left behind."""
     shm_left: set[str]
 
 
 @pytest.fixture(scope="module")
 def zero_runs(tmp_path_factory, sample_shards):
-    """Uninterrupted runs for ZeRO stages 0-3: 8 steps for 0 and 3 (the references for exact
-    resume), the first 3 steps for 1 and 2."""
+    """One 2-rank launch running, one after the other (train_runs.py): uninterrupted runs for
+    ZeRO stages 0-3, 8 steps for 0 and 3 (the references for exact resume), the first 3 steps
+    for 1 and 2; runs of stages 0 and 3 stopped after step 3, which the exact resume tests
+    resume; and "two_tags", step_00000001 and step_00000002 of a ZeRO-3 run for the resume
+    checks. Keys: the stage, "stopped0", "stopped3", "two_tags"."""
     runs = ZeroRuns()
-    ports = set()
-    for stage in (0, 1, 2, 3):
-        run_dir = tmp_path_factory.mktemp(f"zero{stage}")
-        steps = STEPS if stage in (0, 3) else COMPARED
-        cmd = train_cmd(2, base_overrides(sample_shards, run_dir) + FAST + [
-            f"engine.zero_stage={stage}", f"train.max_steps={STEPS}", f"train.exit_after_steps={steps}",
-            "checkpoint.every_steps=4", "eval.every_steps=4"])
-        ports.add(cmd[cmd.index("--master_port") + 1])
-        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, OMP_NUM_THREADS="1"))
-        runs[stage] = Run(p.returncode, p.stdout + p.stderr, run_dir)
-        assert p.returncode == 0, runs[stage].output[-3000:]
-    runs.shm_left = shm_workspaces(ports)
+
+    def zero(stage: int, steps: int) -> list[str]:
+        return COMMON + [f"engine.zero_stage={stage}", f"train.exit_after_steps={steps}"]
+
+    # ZeRO-3 last: its engine replaces torch.nn.functional.linear with DeepSpeed's own for the
+    # rest of the process (equal to 1e-7, not bit for bit), and the stopped runs must compute as
+    # the fresh processes that resume them do.
+    plan = {0: zero(0, STEPS), "stopped0": zero(0, STOPPED), 1: zero(1, COMPARED), 2: zero(2, COMPARED),
+            3: zero(3, STEPS), "stopped3": zero(3, STOPPED),
+            # a 3-step schedule stopped after step 2, so the resume checks' runs keep the schedule
+            "two_tags": CHECKS + ["train.max_steps=3", "train.exit_after_steps=2"]}
+    root = tmp_path_factory.mktemp("zero_runs")
+    argv = [["train", "configs/sample_cpu.yaml", *(x for o in base_overrides(sample_shards, root / str(name)) + extra
+                                                   for x in ("--set", o))]
+            for name, extra in plan.items()]
+    (root / "runs.json").write_text(json.dumps(argv))
+    cmd = [*rank_launcher(2), str(Path(__file__).with_name("train_runs.py")), str(root / "runs.json")]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=800,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    for name in plan:
+        runs[name] = Run(p.returncode, p.stdout + p.stderr, root / str(name))
+    runs.shm_left = shm_workspaces({cmd[cmd.index("--master_port") + 1]})
     return runs
 
 
@@ -99,12 +118,11 @@ def test_runs_leave_no_shared_memory_behind(zero_runs):
 
 @pytest.mark.parametrize("stage", [0, 3])
 def test_exact_resume_is_bitwise(stage, zero_runs, run_train, tmp_path):
-    """Stop after 3 steps, resume: every later loss equals the uninterrupted run's, bit for bit."""
-    common = FAST + [f"engine.zero_stage={stage}", f"train.max_steps={STEPS}", "checkpoint.every_steps=4", "eval.every_steps=4"]
-    first = run_train(tmp_path, overrides=common + ["train.exit_after_steps=3"])
-    assert first.returncode == 0, first.output[-3000:]
-    assert latest_complete_tag(tmp_path / "ckpt") == "step_00000003"
-    second = run_train(tmp_path, overrides=common)
+    """Stop after 3 steps, resume (a new launch): every later loss equals the uninterrupted
+    run's, bit for bit."""
+    shutil.copytree(zero_runs[f"stopped{stage}"].run_dir, tmp_path, dirs_exist_ok=True)
+    assert latest_complete_tag(tmp_path / "ckpt") == f"step_{STOPPED:08d}"
+    second = run_train(tmp_path, overrides=COMMON + [f"engine.zero_stage={stage}"])
     assert second.returncode == 0, second.output[-3000:]
     assert any(e["event"] == "resumed" for e in second.events())
     ref, got = zero_runs[stage].losses(), second.losses()
@@ -122,7 +140,7 @@ def stopped_at(run: Run, tag: str, run_dir: Path) -> Path:
 
 
 def test_resume_on_a_different_world_size_keeps_the_data_position(zero_runs, run_train, tmp_path):
-    common = FAST + ["engine.zero_stage=3", f"train.max_steps={STEPS}", "checkpoint.every_steps=4", "eval.every_steps=4"]
+    common = COMMON + ["engine.zero_stage=3"]
     stopped_at(zero_runs[3], "step_00000004", tmp_path)  # the uninterrupted ZeRO-3 run's step 4
     # one rank: micro-batch 2 x 256 x 1 rank -> 4 accumulation steps for the same 2048-token batch
     second = run_train(tmp_path, world=1, overrides=common)
@@ -167,6 +185,35 @@ def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_ru
     assert next(e for e in one.events() if e["event"] == "resumed")["universal"] is True
     for step in (3, 4):
         assert one.losses()[step] == pytest.approx(ref.losses()[step], abs=1e-5), step
+
+
+# Two ranks resuming from a damaged checkpoint: each validates the tag before loading, so the
+# verdict is the same everywhere: the same fall-back, or the same one error on every rank, not a
+# traceback on one rank and "Connection closed by peer" on the other.
+
+
+@pytest.mark.timeout(400)
+def test_a_missing_shard_of_one_rank_falls_back_on_every_rank(zero_runs, run_train, tmp_path):
+    run_dir = shutil.copytree(zero_runs["two_tags"].run_dir, tmp_path / "run")
+    (run_dir / "ckpt" / "step_00000002" / RANK1_OPTIM).unlink()
+    again = run_train(run_dir, world=2, overrides=CHECKS + ["train.max_steps=3"])
+    assert again.returncode == 0, again.output[-3000:]
+    assert [e["tag"] for e in again.events() if e["event"] == "resumed"] == ["step_00000001"]
+    assert f"{RANK1_OPTIM}: missing" in again.output and "resuming from step_00000001" in again.output
+
+
+@pytest.mark.timeout(400)
+def test_a_damaged_only_tag_is_the_same_clear_error_on_every_rank(zero_runs, run_train, tmp_path):
+    run_dir = shutil.copytree(zero_runs["two_tags"].run_dir, tmp_path / "run")
+    shutil.rmtree(run_dir / "ckpt" / "step_00000001")
+    shard = run_dir / "ckpt" / "step_00000002" / RANK1_OPTIM
+    shard.write_bytes(shard.read_bytes()[:1000])
+    again = run_train(run_dir, world=2, overrides=CHECKS + ["train.max_steps=3"])
+    assert again.returncode != 0
+    said = "gpt-dist train: error: " + str(run_dir / "ckpt") + ": no complete checkpoint validates"
+    assert again.output.count(said) == 2, again.output[-3000:]
+    for noise in ("Connection closed by peer", "Traceback", "PytorchStreamReader", "AssertionError"):
+        assert noise not in again.output, again.output[-3000:]
 
 
 def test_sigkill_during_training_leaves_a_usable_checkpoint(run_train, sample_shards, tmp_path):
