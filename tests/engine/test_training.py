@@ -34,6 +34,12 @@ CHECKS = ["train.micro_batch_size=2", "train.global_batch_tokens=1024", "engine.
 RANK1_OPTIM = "zero_pp_rank_1_mp_rank_00_optim_states.pt"
 
 
+def lora_overrides(init: Path) -> list[str]:
+    """LoRA (r 4) from checkpoint `init`, ZeRO-3, 4 steps with a checkpoint every 2."""
+    return FAST + ["engine.zero_stage=3", "train.max_steps=4", "checkpoint.every_steps=2", "eval.every_steps=4",
+                   f"checkpoint.init_from={init}", "lora.r=4", "lora.dropout=0"]  # masks would differ by rank count
+
+
 def shm_workspaces(ports: set[str]) -> set[str]:
     """DeepSpeed's CPU all-reduce workspaces in /dev/shm (RAM until someone unlinks them) of the
     runs on these master ports (other tests may be running beside this one)."""
@@ -52,8 +58,9 @@ def zero_runs(tmp_path_factory, sample_shards):
     """One 2-rank launch running, one after the other (train_runs.py): uninterrupted runs for
     ZeRO stages 0-3, 8 steps for 0 and 3 (the references for exact resume), the first 3 steps
     for 1 and 2; runs of stages 0 and 3 stopped after step 3, which the exact resume tests
-    resume; and "two_tags", step_00000001 and step_00000002 of a ZeRO-3 run for the resume
-    checks. Keys: the stage, "stopped0", "stopped3", "two_tags"."""
+    resume; "two_tags", step_00000001 and step_00000002 of a ZeRO-3 run for the resume checks;
+    and "lora", a ZeRO-3 LoRA run from the ZeRO-0 run's checkpoint. Keys: the stage, "stopped0",
+    "stopped3", "two_tags", "lora"."""
     runs = ZeroRuns()
 
     def zero(stage: int, steps: int) -> list[str]:
@@ -67,6 +74,7 @@ def zero_runs(tmp_path_factory, sample_shards):
             # a 3-step schedule stopped after step 2, so the resume checks' runs keep the schedule
             "two_tags": CHECKS + ["train.max_steps=3", "train.exit_after_steps=2"]}
     root = tmp_path_factory.mktemp("zero_runs")
+    plan["lora"] = lora_overrides(root / "0" / "ckpt")  # starts from the ZeRO-0 run, done by then
     argv = [["train", "configs/sample_cpu.yaml", *(x for o in base_overrides(sample_shards, root / str(name)) + extra
                                                    for x in ("--set", o))]
             for name, extra in plan.items()]
@@ -161,11 +169,8 @@ def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_ru
     from gpt_dist.checkpoint.deepspeed_reader import read_raw_weights
     from gpt_dist.checkpoint.model_loader import load_weights
 
-    init = zero_runs[0].run_dir / "ckpt"
-    common = FAST + ["engine.zero_stage=3", "train.max_steps=4", "checkpoint.every_steps=2", "eval.every_steps=4",
-                     f"checkpoint.init_from={init}", "lora.r=4", "lora.dropout=0"]  # masks would differ by rank count
-    ref = run_train(tmp_path / "ref", overrides=common)
-    assert ref.returncode == 0, ref.output[-3000:]
+    init, ref = zero_runs[0].run_dir / "ckpt", zero_runs["lora"]  # the 2-rank run, from the ZeRO-0 run's checkpoint
+    common = lora_overrides(init)
     start = next(e for e in ref.events() if e["event"] == "start")
     assert 0 < start["lora_trainable_params"] < 100_000
     # the frozen weights are the starting ones, bit for bit; the adapted layers moved
