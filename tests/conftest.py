@@ -1,4 +1,5 @@
-"""Project-wide test set-up: the GPT-2 vocabulary file, offline mode, the repo root."""
+"""Project-wide test set-up: the GPT-2 vocabulary file, offline mode, the repo root, the sample
+shards (GPT-2's and a small vocabulary's)."""
 
 import os
 import subprocess
@@ -94,6 +95,34 @@ def sample_shards(tmp_path_factory) -> Path:
     gpt_dist = Path(sys.executable).with_name("gpt-dist")
     subprocess.run([str(gpt_dist), "prepare", "--sample", "--output", str(out)], check=True, cwd=REPO_ROOT,
                    capture_output=True)
+    return out
+
+
+SMALL_VOCAB = 512
+
+
+@pytest.fixture(scope="session")
+def small_vocab_shards(tmp_path_factory) -> Path:
+    """The built-in sample (`gpt-dist prepare --sample`, 256-token sequences) tokenized with a
+    512-token byte-level BPE trained on the same text: DIR/train, DIR/val, DIR/tokenizer.
+
+    The engine's and the launchers' tests train `mini` models for a few steps, again and again;
+    with GPT-2's 50,304 tokens about 86 % of their FLOPs per token are the LM head, with 512
+    about 7 %, so a step takes about a seventh of the FLOPs (flops_per_token; the suite's time
+    is in docs/benchmarks.md). Nothing the loop or the launchers do depends on the vocabulary
+    (testutil.shard_vocab_overrides sets the model's to the shards'); the GPT-2-tokenized sample
+    trains in the README's runs (tests/test_sample_runs.py) and in the other folders' tests."""
+    from gpt_dist.data.readers import sample_topics
+
+    out = tmp_path_factory.mktemp("small_vocab_sample_data")
+    text = out / "topics.txt"
+    text.write_text("\n\n".join(body for _, body in sample_topics()))
+    gpt_dist = Path(sys.executable).with_name("gpt-dist")
+    for cmd in (["train-tokenizer", "--input", str(text), "--kind", "bpe", "--vocab-size", str(SMALL_VOCAB),
+                 "--output", str(out / "tokenizer")],
+                ["prepare", "--sample", "--tokenizer", "bpe", "--tokenizer-path", str(out / "tokenizer"),
+                 "--output", str(out)]):
+        subprocess.run([str(gpt_dist), *cmd], check=True, cwd=REPO_ROOT, capture_output=True)
     return out
 
 
