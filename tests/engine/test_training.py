@@ -75,18 +75,38 @@ def zero_runs(tmp_path_factory, sample_shards):
             "two_tags": CHECKS + ["train.max_steps=3", "train.exit_after_steps=2"]}
     root = tmp_path_factory.mktemp("zero_runs")
     plan["lora"] = lora_overrides(root / "0" / "ckpt")  # starts from the ZeRO-0 run, done by then
-    argv = [["train", "configs/sample_cpu.yaml", *(x for o in base_overrides(sample_shards, root / str(name)) + extra
-                                                   for x in ("--set", o))]
-            for name, extra in plan.items()]
-    (root / "runs.json").write_text(json.dumps(argv))
-    cmd = [*rank_launcher(2), str(Path(__file__).with_name("train_runs.py")), str(root / "runs.json")]
+    runs.update(launch_runs(2, {name: (root / str(name), extra) for name, extra in plan.items()}, sample_shards, root))
+    runs.shm_left = shm_workspaces({runs[0].port})
+    return runs
+
+
+def launch_runs(world: int, runs: dict[str, tuple[Path, list[str]]], shards: Path, folder: Path) -> dict[str, Run]:
+    """`gpt-dist train` in each run dir with its overrides, one run after the other in one launch
+    of `world` ranks (train_runs.py; its runs list is written to `folder`). Every run must exit 0."""
+    argv = [["train", "configs/sample_cpu.yaml", *(x for o in base_overrides(shards, run_dir) + extra for x in ("--set", o))]
+            for run_dir, extra in runs.values()]
+    (folder / f"runs_{world}.json").write_text(json.dumps(argv))
+    cmd = [*rank_launcher(world), str(Path(__file__).with_name("train_runs.py")), str(folder / f"runs_{world}.json")]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=800,
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
-    for name in plan:
-        runs[name] = Run(p.returncode, p.stdout + p.stderr, root / str(name))
-    runs.shm_left = shm_workspaces({cmd[cmd.index("--master_port") + 1]})
-    return runs
+    port = cmd[cmd.index("--master_port") + 1]
+    return {name: Run(p.returncode, p.stdout + p.stderr, run_dir, port) for name, (run_dir, _) in runs.items()}
+
+
+@pytest.fixture(scope="module")
+def resumed(zero_runs, sample_shards, tmp_path_factory) -> dict[str, Run]:
+    """The resumes of those runs, each in a process that did not train them: on 2 ranks (one
+    launch) the runs of stages 0 and 3 stopped after step 3, "exact0" and "exact3"; on 1 rank
+    (one launch) the ZeRO-3 run from its step 4, "world", and the LoRA run from its step 2,
+    "lora" (DeepSpeed's universal format, another world size)."""
+    root = tmp_path_factory.mktemp("resumed")
+    two = {f"exact{stage}": (shutil.copytree(zero_runs[f"stopped{stage}"].run_dir, root / f"exact{stage}"),
+                             COMMON + [f"engine.zero_stage={stage}"]) for stage in (0, 3)}
+    # one rank: micro-batch 2 x 256 x 1 rank -> 4 accumulation steps for the same 2048-token batch
+    one = {"world": (stopped_at(zero_runs[3], "step_00000004", root / "world"), COMMON + ["engine.zero_stage=3"]),
+           "lora": (stopped_at(zero_runs["lora"], "step_00000002", root / "lora"), lora_overrides(zero_runs[0].run_dir / "ckpt"))}
+    return {**launch_runs(2, two, sample_shards, root), **launch_runs(1, one, sample_shards, root)}
 
 
 def test_zero_stages_agree_on_the_first_steps(zero_runs):
@@ -125,12 +145,11 @@ def test_runs_leave_no_shared_memory_behind(zero_runs):
 
 
 @pytest.mark.parametrize("stage", [0, 3])
-def test_exact_resume_is_bitwise(stage, zero_runs, run_train, tmp_path):
-    """Stop after 3 steps, resume (a new launch): every later loss equals the uninterrupted
+def test_exact_resume_is_bitwise(stage, zero_runs, resumed):
+    """Stop after 3 steps, resume (another launch): every later loss equals the uninterrupted
     run's, bit for bit."""
-    shutil.copytree(zero_runs[f"stopped{stage}"].run_dir, tmp_path, dirs_exist_ok=True)
-    assert latest_complete_tag(tmp_path / "ckpt") == f"step_{STOPPED:08d}"
-    second = run_train(tmp_path, overrides=COMMON + [f"engine.zero_stage={stage}"])
+    assert latest_complete_tag(zero_runs[f"stopped{stage}"].run_dir / "ckpt") == f"step_{STOPPED:08d}"
+    second = resumed[f"exact{stage}"]
     assert second.returncode == 0, second.output[-3000:]
     assert any(e["event"] == "resumed" for e in second.events())
     ref, got = zero_runs[stage].losses(), second.losses()
@@ -147,11 +166,8 @@ def stopped_at(run: Run, tag: str, run_dir: Path) -> Path:
     return run_dir
 
 
-def test_resume_on_a_different_world_size_keeps_the_data_position(zero_runs, run_train, tmp_path):
-    common = COMMON + ["engine.zero_stage=3"]
-    stopped_at(zero_runs[3], "step_00000004", tmp_path)  # the uninterrupted ZeRO-3 run's step 4
-    # one rank: micro-batch 2 x 256 x 1 rank -> 4 accumulation steps for the same 2048-token batch
-    second = run_train(tmp_path, world=1, overrides=common)
+def test_resume_on_a_different_world_size_keeps_the_data_position(zero_runs, resumed):
+    second = resumed["world"]  # the uninterrupted ZeRO-3 run's step 4, resumed on one rank
     assert second.returncode == 0, second.output[-3000:]
     resumed = [e for e in second.events() if e["event"] == "resumed"]
     assert resumed and resumed[0]["universal"] is True and resumed[0]["world_size"] == 1
@@ -162,7 +178,7 @@ def test_resume_on_a_different_world_size_keeps_the_data_position(zero_runs, run
         assert second.losses()[step] == pytest.approx(zero_runs[3].losses()[step], abs=1e-5), step
 
 
-def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_runs, run_train, tmp_path):
+def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_runs, resumed):
     """LoRA (peft) from a checkpoint, ZeRO-3 on 2 ranks: only the adapters change, and a run
     stopped there and resumed on 1 rank (DeepSpeed's universal format, which leaves the frozen
     weights out) continues as the uninterrupted run to 1e-5."""
@@ -170,7 +186,6 @@ def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_ru
     from gpt_dist.checkpoint.model_loader import load_weights
 
     init, ref = zero_runs[0].run_dir / "ckpt", zero_runs["lora"]  # the 2-rank run, from the ZeRO-0 run's checkpoint
-    common = lora_overrides(init)
     start = next(e for e in ref.events() if e["event"] == "start")
     assert 0 < start["lora_trainable_params"] < 100_000
     # the frozen weights are the starting ones, bit for bit; the adapted layers moved
@@ -184,8 +199,7 @@ def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_ru
     _, merged, _ = load_weights(final)
     assert not torch.equal(merged["transformer.h.0.attn.c_attn.weight"], base["transformer.h.0.attn.c_attn.weight"])
 
-    # the run stopped at step 2 (its checkpoint there) resumed on one rank
-    one = run_train(stopped_at(ref, "step_00000002", tmp_path / "split"), world=1, overrides=common)
+    one = resumed["lora"]  # the run stopped at step 2 (its checkpoint there) resumed on one rank
     assert one.returncode == 0, one.output[-3000:]
     assert next(e for e in one.events() if e["event"] == "resumed")["universal"] is True
     for step in (3, 4):
