@@ -83,8 +83,8 @@ def zero_runs(tmp_path_factory, sample_shards):
 def launch_runs(world: int, runs: dict[str, tuple[Path, list[str]]], shards: Path, folder: Path) -> dict[str, Run]:
     """`gpt-dist train` in each run dir with its overrides, one run after the other in one launch
     of `world` ranks (train_runs.py; its runs list is written to `folder`). Every run must exit 0."""
-    argv = [["train", "configs/sample_cpu.yaml", *(x for o in base_overrides(shards, run_dir) + extra for x in ("--set", o))]
-            for run_dir, extra in runs.values()]
+    argv = [["train", "configs/sample_cpu.yaml",
+             *(x for o in base_overrides(shards, run_dir) + extra for x in ("--set", o))] for run_dir, extra in runs.values()]
     (folder / f"runs_{world}.json").write_text(json.dumps(argv))
     cmd = [*rank_launcher(world), str(Path(__file__).with_name("train_runs.py")), str(folder / f"runs_{world}.json")]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=800,
@@ -105,7 +105,8 @@ def resumed(zero_runs, sample_shards, tmp_path_factory) -> dict[str, Run]:
                              COMMON + [f"engine.zero_stage={stage}"]) for stage in (0, 3)}
     # one rank: micro-batch 2 x 256 x 1 rank -> 4 accumulation steps for the same 2048-token batch
     one = {"world": (stopped_at(zero_runs[3], "step_00000004", root / "world"), COMMON + ["engine.zero_stage=3"]),
-           "lora": (stopped_at(zero_runs["lora"], "step_00000002", root / "lora"), lora_overrides(zero_runs[0].run_dir / "ckpt"))}
+           "lora": (stopped_at(zero_runs["lora"], "step_00000002", root / "lora"),
+                    lora_overrides(zero_runs[0].run_dir / "ckpt"))}
     return {**launch_runs(2, two, sample_shards, root), **launch_runs(1, one, sample_shards, root)}
 
 

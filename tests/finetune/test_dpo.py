@@ -111,7 +111,8 @@ def plain_dpo(tmp_path_factory, tokenizer_dir, sft_run, sample_files):
     from gpt_dist.engine.trainer import train
 
     tmp = tmp_path_factory.mktemp("plain_dpo")
-    cfg = dpo_config(tmp, tokenizer_dir, sft_run, sample_files["dpo_train"], extra=[f"data.val={sample_files['dpo_val']}"])
+    cfg = dpo_config(tmp, tokenizer_dir, sft_run, sample_files["dpo_train"],
+                     extra=[f"data.val={sample_files['dpo_val']}"])
     with one_thread():
         result = train(cfg)
     return result, tmp / "run"
