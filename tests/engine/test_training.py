@@ -1,6 +1,8 @@
-"""Real training runs on the sample shards that need several processes: 2 gloo ranks under the
-deepspeed launcher, or a process to kill. The rest of the loop is tested in process
-(test_loop.py, test_nonfinite.py, test_train_step.py)."""
+"""Real training runs on the sample shards that need several processes: 2 gloo ranks, a resume
+in a process that did not train, or a process to kill. Runs that need no process of their own
+share a launch (train_runs.py): the references, the runs to resume, and the resumes, so each
+launch's start-up (Python, torch, DeepSpeed, the process group: seconds per rank) is paid once.
+The rest of the loop is tested in process (test_loop.py, test_nonfinite.py, test_train_step.py)."""
 
 from __future__ import annotations
 
