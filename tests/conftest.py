@@ -100,13 +100,13 @@ def _built_once(request, tmp_path_factory, name: str, build) -> Path:
     from filelock import FileLock
 
     root = tmp_path_factory.getbasetemp().parent  # this run's, above every worker's basetemp
-    out = root / name
+    out, built = root / name, root / f"{name}.built"  # the mark beside DIR: DIR holds only what build wrote
     with FileLock(str(root / f"{name}.lock")):
-        if not (out / ".built").is_file():
+        if not built.is_file():
             shutil.rmtree(out, ignore_errors=True)  # a build that died half-way
             out.mkdir()
             build(out)
-            (out / ".built").touch()
+            built.touch()
     return out
 
 
