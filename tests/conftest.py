@@ -1,6 +1,8 @@
-"""Project-wide test set-up: the GPT-2 vocabulary file, offline mode, the repo root."""
+"""Project-wide test set-up: the GPT-2 vocabulary file, offline mode, the repo root, the sample
+shards (GPT-2's and a small vocabulary's)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -87,14 +89,64 @@ def gpt2_vocab() -> Path:
     return GPT2_VOCAB
 
 
-@pytest.fixture(scope="session")
-def sample_shards(tmp_path_factory) -> Path:
-    """`gpt-dist prepare --sample` once per session: DIR/train and DIR/val (seq_len 256)."""
-    out = tmp_path_factory.mktemp("sample_data")
-    gpt_dist = Path(sys.executable).with_name("gpt-dist")
-    subprocess.run([str(gpt_dist), "prepare", "--sample", "--output", str(out)], check=True, cwd=REPO_ROOT,
-                   capture_output=True)
+def _built_once(request, tmp_path_factory, name: str, build) -> Path:
+    """`build(DIR)` run once for the whole test run, DIR returned. Under pytest-xdist the workers
+    share it: the first builds it under a lock in the run's common temporary folder, the other
+    waits and reads it (each would otherwise spend the same CPU seconds on a copy)."""
+    if not hasattr(request.config, "workerinput"):  # not an xdist worker
+        out = tmp_path_factory.mktemp(name)
+        build(out)
+        return out
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent  # this run's, above every worker's basetemp
+    out, built = root / name, root / f"{name}.built"  # the mark beside DIR: DIR holds only what build wrote
+    with FileLock(str(root / f"{name}.lock")):
+        if not built.is_file():
+            shutil.rmtree(out, ignore_errors=True)  # a build that died half-way
+            out.mkdir()
+            build(out)
+            built.touch()
     return out
+
+
+def _gpt_dist(*args: str) -> None:
+    subprocess.run([str(Path(sys.executable).with_name("gpt-dist")), *args], check=True, cwd=REPO_ROOT,
+                   capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def sample_shards(request, tmp_path_factory) -> Path:
+    """`gpt-dist prepare --sample` once per test run: DIR/train and DIR/val (seq_len 256)."""
+    return _built_once(request, tmp_path_factory, "sample_data",
+                       lambda out: _gpt_dist("prepare", "--sample", "--output", str(out)))
+
+
+SMALL_VOCAB = 512
+
+
+@pytest.fixture(scope="session")
+def small_vocab_shards(request, tmp_path_factory) -> Path:
+    """The built-in sample (`gpt-dist prepare --sample`, 256-token sequences) tokenized with a
+    512-token byte-level BPE trained on the same text: DIR/train, DIR/val, DIR/tokenizer.
+
+    The engine's and the launchers' tests train `mini` models for a few steps, again and again;
+    with GPT-2's 50,304 tokens about 86 % of their FLOPs per token are the LM head, with 512
+    about 7 %, so a step takes about a seventh of the FLOPs (flops_per_token; the suite's time
+    is in docs/benchmarks.md). Nothing the loop or the launchers do depends on the vocabulary
+    (testutil.shard_vocab_overrides sets the model's to the shards'); the GPT-2-tokenized sample
+    trains in the README's runs (tests/test_sample_runs.py) and in the other folders' tests."""
+    from gpt_dist.data.readers import sample_topics
+
+    def build(out: Path) -> None:
+        text = out / "topics.txt"
+        text.write_text("\n\n".join(body for _, body in sample_topics()))
+        _gpt_dist("train-tokenizer", "--input", str(text), "--kind", "bpe", "--vocab-size", str(SMALL_VOCAB),
+                  "--output", str(out / "tokenizer"))
+        _gpt_dist("prepare", "--sample", "--tokenizer", "bpe", "--tokenizer-path", str(out / "tokenizer"),
+                  "--output", str(out))
+
+    return _built_once(request, tmp_path_factory, "small_vocab_sample_data", build)
 
 
 _DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")

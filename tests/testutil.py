@@ -25,6 +25,17 @@ def rank_launcher(world: int, port: int | None = None) -> list[str]:
             "--master_port", str(port or free_port())]
 
 
+def shard_vocab_overrides(shards: Path) -> list[str]:
+    """--set overrides giving the model the vocabulary of the tokenizer `shards` were made with,
+    when that is not GPT-2's (tests/conftest.py's small_vocab_shards)."""
+    import json
+
+    from gpt_dist.data.shards import MANIFEST
+
+    tok = json.loads((shards / "train" / MANIFEST).read_text())["tokenizer"]
+    return [] if tok["kind"] == "gpt2" else [f"tokenizer.kind={tok['kind']}", f"model.vocab_size={tok['vocab_size']}"]
+
+
 def write_shard_set(split_dir: Path, windows, tokenizer) -> Path:
     """A shard set in gpt_dist's format (the data package's writer), 10 sequences per shard;
     `windows` (N, seq_len + 1) integer array."""

@@ -135,8 +135,10 @@ def sdpa_attention(q, k, v, mask=None, segments=None):
 
 # The packed paths stay outside torch.compile's graphs (a graph break around them): their
 # segment boundaries change with every batch, and a graph specialised on them would recompile
-# each step.
-@torch.compiler.disable
+# each step. torch._disable_dynamo is torch.compiler.disable with torch._dynamo imported at the
+# first call instead of here: that import takes about a second of every process's start-up,
+# and runs that never compile (nor pack) never need it.
+@torch._disable_dynamo
 def _flash_varlen(q, k, v, segments: Segments) -> torch.Tensor:
     from flash_attn import flash_attn_varlen_func
 
@@ -146,7 +148,7 @@ def _flash_varlen(q, k, v, segments: Segments) -> torch.Tensor:
     return flash_attn_varlen_func(q, k, v, cu, cu, n, n, causal=True).view(b, t, h, d)
 
 
-@torch.compiler.disable
+@torch._disable_dynamo
 def _sdpa_per_segment(q, k, v, segments: Segments) -> torch.Tensor:
     b, t, h, d = q.shape
     q, k, v = (x.reshape(b * t, h, d) for x in (q, k, v))

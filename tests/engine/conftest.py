@@ -9,33 +9,13 @@ from pathlib import Path
 
 import pytest
 from engine_runs import Run, base_overrides, train_cmd
-from testutil import BIN, REPO
-
-ENGINE_VOCAB = 512
+from testutil import REPO
 
 
 @pytest.fixture(scope="session")
-def sample_shards(tmp_path_factory) -> Path:
-    """The built-in sample (`gpt-dist prepare --sample`, 256-token sequences) tokenized with a
-    512-token byte-level BPE trained on the same text: DIR/train, DIR/val, DIR/tokenizer.
-
-    The engine's tests train `mini` models for a few steps, again and again; with GPT-2's 50,304
-    tokens about 86 % of their FLOPs per token are the LM head, with 512 about 7 %, so a step
-    takes about a seventh of the FLOPs (flops_per_token; the suite's time is in
-    docs/benchmarks.md). Nothing the loop does depends on the vocabulary (base_overrides sets
-    the model's to the shards'); the GPT-2-tokenized sample trains in the README's runs
-    (tests/test_sample_runs.py) and in the other folders' tests."""
-    from gpt_dist.data.readers import sample_topics
-
-    out = tmp_path_factory.mktemp("engine_sample_data")
-    text = out / "topics.txt"
-    text.write_text("\n\n".join(body for _, body in sample_topics()))
-    for cmd in (["train-tokenizer", "--input", str(text), "--kind", "bpe", "--vocab-size", str(ENGINE_VOCAB),
-                 "--output", str(out / "tokenizer")],
-                ["prepare", "--sample", "--tokenizer", "bpe", "--tokenizer-path", str(out / "tokenizer"),
-                 "--output", str(out)]):
-        subprocess.run([str(BIN / "gpt-dist"), *cmd], check=True, cwd=REPO, capture_output=True)
-    return out
+def sample_shards(small_vocab_shards) -> Path:
+    """The engine's tests train on the 512-token BPE sample (tests/conftest.py's small_vocab_shards)."""
+    return small_vocab_shards
 
 
 @pytest.fixture

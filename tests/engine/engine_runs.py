@@ -7,8 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpt_dist.data.shards import MANIFEST
-from testutil import BIN, rank_launcher
+from testutil import BIN, rank_launcher, shard_vocab_overrides
 
 
 @dataclass
@@ -16,6 +15,7 @@ class Run:
     returncode: int
     output: str
     run_dir: Path
+    port: str = ""  # the launch's master port, where there was one
 
     def metrics(self, split: str = "train") -> list[dict]:
         f = self.run_dir / "metrics.jsonl"
@@ -32,10 +32,8 @@ class Run:
 
 def base_overrides(shards: Path, run_dir: Path) -> list[str]:
     """--set overrides that train on `shards` in `run_dir`, with the model's vocabulary the shards'
-    tokenizer's when that is not GPT-2 (tests/engine/conftest.py's sample_shards)."""
-    tok = json.loads((shards / "train" / MANIFEST).read_text())["tokenizer"]
-    vocab = [] if tok["kind"] == "gpt2" else [f"tokenizer.kind={tok['kind']}", f"model.vocab_size={tok['vocab_size']}"]
-    return vocab + [
+    tokenizer's when that is not GPT-2 (tests/conftest.py's small_vocab_shards)."""
+    return shard_vocab_overrides(shards) + [
         f"run_dir={run_dir}",
         f"data.train=[{{path: {shards / 'train'}, weight: 1.0}}]",
         f"data.val={shards / 'val'}",

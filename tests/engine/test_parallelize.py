@@ -104,3 +104,17 @@ def test_compiled_blocks_train_packed_rows_like_eager():
             loss.backward()
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=1e-5, msg=name)
+
+
+def test_loading_the_model_leaves_torch_dynamo_unimported():
+    """The packed paths' graph break is set up without importing torch._dynamo (about a second
+    of start-up), so commands that load a model and never compile or train (convert, generate,
+    eval) do not pay for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import gpt_dist.model.factory, gpt_dist.checkpoint.model_loader, gpt_dist.conversion; "
+            "print('torch._dynamo' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip() == "False"

@@ -76,23 +76,29 @@ def test_a_mean_of_micro_batch_means_would_differ(dist):
     assert not close(exact, mean_of_means, rel=1e-4)  # ten times the tolerance of the test above
 
 
-def two_ranks(tmp_path, *args: str) -> dict:
-    """split_step_run.py on 2 gloo ranks (torchrun); what rank 0 saved."""
-    out_file = tmp_path / "rank0.pt"
+# Every multi-rank case of this module, run by one launch of split_step_run.py (each launch
+# starts three Python processes and two DeepSpeed worlds; the cases need nothing of each other).
+TWO_RANK_JOBS = [f"{objective}:1" for objective in OBJECTIVES] + ["dpo_reference:1:3"]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> dict:
+    """split_step_run.py on 2 gloo ranks (torchrun): what rank 0 saved, by job."""
+    out_file = tmp_path_factory.mktemp("two_ranks") / "rank0.pt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(HERE / "split_step_run.py"), args[0], args[1], str(out_file), *args[2:]]
+           str(HERE / "split_step_run.py"), str(out_file), *TWO_RANK_JOBS]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), str(REPO / "tests"), env.get("PYTHONPATH", "")]))
-    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     return torch.load(out_file, weights_only=True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", OBJECTIVES)
-def test_two_ranks_give_the_one_rank_step(objective, dist, tmp_path):
+def test_two_ranks_give_the_one_rank_step(objective, dist, two_ranks):
     ref, ref_norm, ref_g, _ = run_one_step(objective, micro=4, dist=dist)
-    got = two_ranks(tmp_path, objective, "1")
+    got = two_ranks[f"{objective}:1"]
     assert got["units"] == ref.units
     assert close(got["loss"], ref.loss), (got["loss"], ref.loss)
     assert close(got["grad_norm"], float(ref_norm)), (got["grad_norm"], ref_norm)
@@ -169,12 +175,12 @@ def test_the_documented_callback_keeps_its_best_loss():
 
 
 @pytest.mark.slow
-def test_dpo_reference_scored_by_a_zero3_engine_over_two_ranks(dist, tmp_path):
+def test_dpo_reference_scored_by_a_zero3_engine_over_two_ranks(dist, two_ranks):
     """5 pairs over 2 ranks (3 and 2: the short rank repeats a pair so that both run the same
     forward passes, which ZeRO-3 needs) give the table one process scores."""
     from step_cases import reference_table
 
-    got = two_ranks(tmp_path, "dpo_reference", "1", "3")["table"]
+    got = two_ranks["dpo_reference:1:3"]["table"]
     ref = reference_table(dist, zero_stage=0)
     assert got.shape == (5, 2) and (got < 0).all()
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)

@@ -1,6 +1,8 @@
-"""Real training runs on the sample shards that need several processes: 2 gloo ranks under the
-deepspeed launcher, or a process to kill. The rest of the loop is tested in process
-(test_loop.py, test_nonfinite.py, test_train_step.py)."""
+"""Real training runs on the sample shards that need several processes: 2 gloo ranks, a resume
+in a process that did not train, or a process to kill. Runs that need no process of their own
+share a launch (train_runs.py): the references, the runs to resume, and the resumes, so each
+launch's start-up (Python, torch, DeepSpeed, the process group: seconds per rank) is paid once.
+The rest of the loop is tested in process (test_loop.py, test_nonfinite.py, test_train_step.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from gpt_dist.checkpoint.layout import complete_tags, latest_complete_tag
 
 from engine_runs import Run, base_overrides, train_cmd
-from testutil import REPO
+from testutil import REPO, rank_launcher
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +28,18 @@ pytestmark = pytest.mark.slow
 FAST = ["train.micro_batch_size=2", "train.global_batch_tokens=2048", "eval.batches=2", "train.lr=6e-4"]
 STEPS = 8
 COMPARED = 3  # steps over which ZeRO stages must agree
+STOPPED = 3  # the exact resume tests' runs stop after this step
+COMMON = FAST + [f"train.max_steps={STEPS}", "checkpoint.every_steps=4", "eval.every_steps=4"]
+# the resume checks: ZeRO-3, a checkpoint every step
+CHECKS = ["train.micro_batch_size=2", "train.global_batch_tokens=1024", "engine.zero_stage=3",
+          "checkpoint.every_steps=1", "checkpoint.keep_last=3", "eval.every_steps=1000"]
+RANK1_OPTIM = "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+
+
+def lora_overrides(init: Path) -> list[str]:
+    """LoRA (r 4) from checkpoint `init`, ZeRO-3, 4 steps with a checkpoint every 2."""
+    return FAST + ["engine.zero_stage=3", "train.max_steps=4", "checkpoint.every_steps=2", "eval.every_steps=4",
+                   f"checkpoint.init_from={init}", "lora.r=4", "lora.dropout=0"]  # masks would differ by rank count
 
 
 def shm_workspaces(ports: set[str]) -> set[str]:
@@ -37,29 +51,65 @@ def shm_workspaces(ports: set[str]) -> set[str]:
 
 
 class ZeroRuns(dict):
-    """Stage -> Run, plus the /dev/shm workspaces the runs left behind."""
+    """Run name -> Run, plus the /dev/shm workspaces the runs left behind."""
     shm_left: set[str]
 
 
 @pytest.fixture(scope="module")
 def zero_runs(tmp_path_factory, sample_shards):
-    """Uninterrupted runs for ZeRO stages 0-3: 8 steps for 0 and 3 (the references for exact
-    resume), the first 3 steps for 1 and 2."""
+    """One 2-rank launch running, one after the other (train_runs.py): uninterrupted runs for
+    ZeRO stages 0-3, 8 steps for 0 and 3 (the references for exact resume), the first 3 steps
+    for 1 and 2; runs of stages 0 and 3 stopped after step 3, which the exact resume tests
+    resume; "two_tags", step_00000001 and step_00000002 of a ZeRO-3 run for the resume checks;
+    and "lora", a ZeRO-3 LoRA run from the ZeRO-0 run's checkpoint. Keys: the stage, "stopped0",
+    "stopped3", "two_tags", "lora"."""
     runs = ZeroRuns()
-    ports = set()
-    for stage in (0, 1, 2, 3):
-        run_dir = tmp_path_factory.mktemp(f"zero{stage}")
-        steps = STEPS if stage in (0, 3) else COMPARED
-        cmd = train_cmd(2, base_overrides(sample_shards, run_dir) + FAST + [
-            f"engine.zero_stage={stage}", f"train.max_steps={STEPS}", f"train.exit_after_steps={steps}",
-            "checkpoint.every_steps=4", "eval.every_steps=4"])
-        ports.add(cmd[cmd.index("--master_port") + 1])
-        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, OMP_NUM_THREADS="1"))
-        runs[stage] = Run(p.returncode, p.stdout + p.stderr, run_dir)
-        assert p.returncode == 0, runs[stage].output[-3000:]
-    runs.shm_left = shm_workspaces(ports)
+
+    def zero(stage: int, steps: int) -> list[str]:
+        return COMMON + [f"engine.zero_stage={stage}", f"train.exit_after_steps={steps}"]
+
+    # ZeRO-3 last: its engine replaces torch.nn.functional.linear with DeepSpeed's own for the
+    # rest of the process (equal to 1e-7, not bit for bit), and the stopped runs must compute as
+    # the fresh processes that resume them do.
+    plan = {0: zero(0, STEPS), "stopped0": zero(0, STOPPED), 1: zero(1, COMPARED), 2: zero(2, COMPARED),
+            3: zero(3, STEPS), "stopped3": zero(3, STOPPED),
+            # a 3-step schedule stopped after step 2, so the resume checks' runs keep the schedule
+            "two_tags": CHECKS + ["train.max_steps=3", "train.exit_after_steps=2"]}
+    root = tmp_path_factory.mktemp("zero_runs")
+    plan["lora"] = lora_overrides(root / "0" / "ckpt")  # starts from the ZeRO-0 run, done by then
+    runs.update(launch_runs(2, {name: (root / str(name), extra) for name, extra in plan.items()}, sample_shards, root))
+    runs.shm_left = shm_workspaces({runs[0].port})
     return runs
+
+
+def launch_runs(world: int, runs: dict[str, tuple[Path, list[str]]], shards: Path, folder: Path) -> dict[str, Run]:
+    """`gpt-dist train` in each run dir with its overrides, one run after the other in one launch
+    of `world` ranks (train_runs.py; its runs list is written to `folder`). Every run must exit 0."""
+    argv = [["train", "configs/sample_cpu.yaml",
+             *(x for o in base_overrides(shards, run_dir) + extra for x in ("--set", o))] for run_dir, extra in runs.values()]
+    (folder / f"runs_{world}.json").write_text(json.dumps(argv))
+    cmd = [*rank_launcher(world), str(Path(__file__).with_name("train_runs.py")), str(folder / f"runs_{world}.json")]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=800,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    port = cmd[cmd.index("--master_port") + 1]
+    return {name: Run(p.returncode, p.stdout + p.stderr, run_dir, port) for name, (run_dir, _) in runs.items()}
+
+
+@pytest.fixture(scope="module")
+def resumed(zero_runs, sample_shards, tmp_path_factory) -> dict[str, Run]:
+    """The resumes of those runs, each in a process that did not train them: on 2 ranks (one
+    launch) the runs of stages 0 and 3 stopped after step 3, "exact0" and "exact3"; on 1 rank
+    (one launch) the ZeRO-3 run from its step 4, "world", and the LoRA run from its step 2,
+    "lora" (DeepSpeed's universal format, another world size)."""
+    root = tmp_path_factory.mktemp("resumed")
+    two = {f"exact{stage}": (shutil.copytree(zero_runs[f"stopped{stage}"].run_dir, root / f"exact{stage}"),
+                             COMMON + [f"engine.zero_stage={stage}"]) for stage in (0, 3)}
+    # one rank: micro-batch 2 x 256 x 1 rank -> 4 accumulation steps for the same 2048-token batch
+    one = {"world": (stopped_at(zero_runs[3], "step_00000004", root / "world"), COMMON + ["engine.zero_stage=3"]),
+           "lora": (stopped_at(zero_runs["lora"], "step_00000002", root / "lora"),
+                    lora_overrides(zero_runs[0].run_dir / "ckpt"))}
+    return {**launch_runs(2, two, sample_shards, root), **launch_runs(1, one, sample_shards, root)}
 
 
 def test_zero_stages_agree_on_the_first_steps(zero_runs):
@@ -98,13 +148,11 @@ def test_runs_leave_no_shared_memory_behind(zero_runs):
 
 
 @pytest.mark.parametrize("stage", [0, 3])
-def test_exact_resume_is_bitwise(stage, zero_runs, run_train, tmp_path):
-    """Stop after 3 steps, resume: every later loss equals the uninterrupted run's, bit for bit."""
-    common = FAST + [f"engine.zero_stage={stage}", f"train.max_steps={STEPS}", "checkpoint.every_steps=4", "eval.every_steps=4"]
-    first = run_train(tmp_path, overrides=common + ["train.exit_after_steps=3"])
-    assert first.returncode == 0, first.output[-3000:]
-    assert latest_complete_tag(tmp_path / "ckpt") == "step_00000003"
-    second = run_train(tmp_path, overrides=common)
+def test_exact_resume_is_bitwise(stage, zero_runs, resumed):
+    """Stop after 3 steps, resume (another launch): every later loss equals the uninterrupted
+    run's, bit for bit."""
+    assert latest_complete_tag(zero_runs[f"stopped{stage}"].run_dir / "ckpt") == f"step_{STOPPED:08d}"
+    second = resumed[f"exact{stage}"]
     assert second.returncode == 0, second.output[-3000:]
     assert any(e["event"] == "resumed" for e in second.events())
     ref, got = zero_runs[stage].losses(), second.losses()
@@ -112,12 +160,17 @@ def test_exact_resume_is_bitwise(stage, zero_runs, run_train, tmp_path):
         assert got[step] == ref[step], (step, got[step], ref[step])  # bitwise, fp32
 
 
-def test_resume_on_a_different_world_size_keeps_the_data_position(zero_runs, run_train, tmp_path):
-    common = FAST + ["engine.zero_stage=3", f"train.max_steps={STEPS}", "checkpoint.every_steps=4", "eval.every_steps=4"]
-    first = run_train(tmp_path, overrides=common + ["train.exit_after_steps=4"])
-    assert first.returncode == 0, first.output[-3000:]
-    # one rank: micro-batch 2 x 256 x 1 rank -> 4 accumulation steps for the same 2048-token batch
-    second = run_train(tmp_path, world=1, overrides=common)
+def stopped_at(run: Run, tag: str, run_dir: Path) -> Path:
+    """`run_dir` holding only `tag` of `run`'s checkpoints: the 2-rank run as if it had stopped
+    there (a checkpoint saved on the cadence is the one an exit at that step saves; the exact
+    resume tests above resume from one written on exit). A copy, since a resume on another world
+    size writes beside the tag."""
+    shutil.copytree(run.run_dir / "ckpt" / tag, run_dir / "ckpt" / tag)
+    return run_dir
+
+
+def test_resume_on_a_different_world_size_keeps_the_data_position(zero_runs, resumed):
+    second = resumed["world"]  # the uninterrupted ZeRO-3 run's step 4, resumed on one rank
     assert second.returncode == 0, second.output[-3000:]
     resumed = [e for e in second.events() if e["event"] == "resumed"]
     assert resumed and resumed[0]["universal"] is True and resumed[0]["world_size"] == 1
@@ -128,18 +181,14 @@ def test_resume_on_a_different_world_size_keeps_the_data_position(zero_runs, run
         assert second.losses()[step] == pytest.approx(zero_runs[3].losses()[step], abs=1e-5), step
 
 
-def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_runs, run_train, tmp_path):
+def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_runs, resumed):
     """LoRA (peft) from a checkpoint, ZeRO-3 on 2 ranks: only the adapters change, and a run
     stopped there and resumed on 1 rank (DeepSpeed's universal format, which leaves the frozen
     weights out) continues as the uninterrupted run to 1e-5."""
     from gpt_dist.checkpoint.deepspeed_reader import read_raw_weights
     from gpt_dist.checkpoint.model_loader import load_weights
 
-    init = zero_runs[0].run_dir / "ckpt"
-    common = FAST + ["engine.zero_stage=3", "train.max_steps=4", "checkpoint.every_steps=2", "eval.every_steps=4",
-                     f"checkpoint.init_from={init}", "lora.r=4", "lora.dropout=0"]  # masks would differ by rank count
-    ref = run_train(tmp_path / "ref", overrides=common)
-    assert ref.returncode == 0, ref.output[-3000:]
+    init, ref = zero_runs[0].run_dir / "ckpt", zero_runs["lora"]  # the 2-rank run, from the ZeRO-0 run's checkpoint
     start = next(e for e in ref.events() if e["event"] == "start")
     assert 0 < start["lora_trainable_params"] < 100_000
     # the frozen weights are the starting ones, bit for bit; the adapted layers moved
@@ -153,13 +202,40 @@ def test_lora_run_trains_adapters_only_and_resumes_on_another_world_size(zero_ru
     _, merged, _ = load_weights(final)
     assert not torch.equal(merged["transformer.h.0.attn.c_attn.weight"], base["transformer.h.0.attn.c_attn.weight"])
 
-    first = run_train(tmp_path / "split", overrides=common + ["train.exit_after_steps=2"])
-    assert first.returncode == 0, first.output[-3000:]
-    one = run_train(tmp_path / "split", world=1, overrides=common)
+    one = resumed["lora"]  # the run stopped at step 2 (its checkpoint there) resumed on one rank
     assert one.returncode == 0, one.output[-3000:]
     assert next(e for e in one.events() if e["event"] == "resumed")["universal"] is True
     for step in (3, 4):
         assert one.losses()[step] == pytest.approx(ref.losses()[step], abs=1e-5), step
+
+
+# Two ranks resuming from a damaged checkpoint: each validates the tag before loading, so the
+# verdict is the same everywhere: the same fall-back, or the same one error on every rank, not a
+# traceback on one rank and "Connection closed by peer" on the other.
+
+
+@pytest.mark.timeout(400)
+def test_a_missing_shard_of_one_rank_falls_back_on_every_rank(zero_runs, run_train, tmp_path):
+    run_dir = shutil.copytree(zero_runs["two_tags"].run_dir, tmp_path / "run")
+    (run_dir / "ckpt" / "step_00000002" / RANK1_OPTIM).unlink()
+    again = run_train(run_dir, world=2, overrides=CHECKS + ["train.max_steps=3"])
+    assert again.returncode == 0, again.output[-3000:]
+    assert [e["tag"] for e in again.events() if e["event"] == "resumed"] == ["step_00000001"]
+    assert f"{RANK1_OPTIM}: missing" in again.output and "resuming from step_00000001" in again.output
+
+
+@pytest.mark.timeout(400)
+def test_a_damaged_only_tag_is_the_same_clear_error_on_every_rank(zero_runs, run_train, tmp_path):
+    run_dir = shutil.copytree(zero_runs["two_tags"].run_dir, tmp_path / "run")
+    shutil.rmtree(run_dir / "ckpt" / "step_00000001")
+    shard = run_dir / "ckpt" / "step_00000002" / RANK1_OPTIM
+    shard.write_bytes(shard.read_bytes()[:1000])
+    again = run_train(run_dir, world=2, overrides=CHECKS + ["train.max_steps=3"])
+    assert again.returncode != 0
+    said = "gpt-dist train: error: " + str(run_dir / "ckpt") + ": no complete checkpoint validates"
+    assert again.output.count(said) == 2, again.output[-3000:]
+    for noise in ("Connection closed by peer", "Traceback", "PytorchStreamReader", "AssertionError"):
+        assert noise not in again.output, again.output[-3000:]
 
 
 def test_sigkill_during_training_leaves_a_usable_checkpoint(run_train, sample_shards, tmp_path):

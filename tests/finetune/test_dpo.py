@@ -103,15 +103,25 @@ def test_policy_equal_to_reference_gives_log_2(tmp_path, tokenizer_dir, tokenize
     assert out.metrics["reward_margin"].item() == pytest.approx(0.0, abs=1e-5)
 
 
-def test_training_separates_chosen_from_rejected(tmp_path, tokenizer_dir, sft_run, sample_files):
+@pytest.fixture(scope="module")
+def plain_dpo(tmp_path_factory, tokenizer_dir, sft_run, sample_files):
+    """DPO_STEPS steps of plain DPO (no NLL term) from the SFT run, validated on the sample's
+    validation pairs: (its TrainResult, its run dir). Validation leaves the policy as it is, so
+    its training rows are those of the same run without it."""
     from gpt_dist.engine.trainer import train
 
-    cfg = dpo_config(tmp_path, tokenizer_dir, sft_run, sample_files["dpo_train"],
+    tmp = tmp_path_factory.mktemp("plain_dpo")
+    cfg = dpo_config(tmp, tokenizer_dir, sft_run, sample_files["dpo_train"],
                      extra=[f"data.val={sample_files['dpo_val']}"])
     with one_thread():
         result = train(cfg)
+    return result, tmp / "run"
+
+
+def test_training_separates_chosen_from_rejected(plain_dpo):
+    result, run_dir = plain_dpo
     assert result.step == DPO_STEPS
-    rows = train_metrics(tmp_path / "run")
+    rows = train_metrics(run_dir)
     assert rows[0]["step"] == 1 and rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
     assert {"reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected"} <= set(rows[-1])
     first, last = rows[:5], rows[-5:]
@@ -122,7 +132,7 @@ def test_training_separates_chosen_from_rejected(tmp_path, tokenizer_dir, sft_ru
     assert mean(last, "reward_accuracy") > 0.9
     assert mean(last, "reward_margin") > mean(first, "reward_margin") + 1.0
     assert mean(last, "reward_chosen") > mean(last, "reward_rejected")
-    val = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+    val = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
     assert val[-1]["loss"] < math.log(2)
     assert "perplexity" not in val[-1]  # exp(DPO loss) is no perplexity
     # validation logs the rewards too, as shares of the validation pairs
@@ -130,22 +140,19 @@ def test_training_separates_chosen_from_rejected(tmp_path, tokenizer_dir, sft_ru
     assert {"reward_margin", "reward_chosen", "reward_rejected", "preference_loss"} <= set(val[-1])
 
 
-def test_nll_term_keeps_the_chosen_replies_likely(tmp_path, tokenizer_dir, sft_run, sample_files):
+def test_nll_term_keeps_the_chosen_replies_likely(tmp_path, tokenizer_dir, sft_run, sample_files, plain_dpo):
     """Same run with finetune.dpo_nll_weight: 1: the pairs still separate, and the chosen replies'
     NLL ends no higher than it started, where plain DPO lets it rise."""
     from gpt_dist.engine.trainer import train
 
-    def run(name, weight):
-        cfg = dpo_config(tmp_path / name, tokenizer_dir, sft_run, sample_files["dpo_train"],
-                         extra=[f"finetune.dpo_nll_weight={weight}"])
-        with one_thread():
-            train(cfg)
-        return train_metrics(tmp_path / name / "run")
+    cfg = dpo_config(tmp_path, tokenizer_dir, sft_run, sample_files["dpo_train"], extra=["finetune.dpo_nll_weight=1.0"])
+    with one_thread():
+        train(cfg)
 
     def mean(rs, key):
         return sum(r[key] for r in rs) / len(rs)
 
-    plain, rpo = run("plain", 0.0), run("rpo", 1.0)
+    plain, rpo = train_metrics(plain_dpo[1]), train_metrics(tmp_path / "run")
     assert rpo[0]["loss"] == pytest.approx(math.log(2) + rpo[0]["chosen_nll"], abs=1e-4)
     assert rpo[0]["preference_loss"] == pytest.approx(math.log(2), abs=1e-4)
     assert mean(rpo[-5:], "reward_accuracy") > 0.9

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from gpt_dist.checkpoint.layout import complete_tags
-from testutil import BIN, REPO, free_port
+from testutil import BIN, REPO, free_port, shard_vocab_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def _overrides(shards: Path, run_dir: Path) -> list[str]:
-    sets = [
+    sets = shard_vocab_overrides(shards) + [
         f"run_dir={run_dir}",
         f"data.train=[{{path: {shards / 'train'}, weight: 1.0}}]",
         f"data.val={shards / 'val'}",
@@ -67,13 +67,14 @@ def _kill_tree(p: subprocess.Popen) -> None:
     ],
     ids=["single_node-ctrl_c", "torchrun-sigusr1"],
 )
-def test_two_cpu_ranks_train_and_a_signal_checkpoints_and_exits_0(script, sig, expected, sample_shards, tmp_path):
+def test_two_cpu_ranks_train_and_a_signal_checkpoints_and_exits_0(script, sig, expected, small_vocab_shards,
+                                                                  tmp_path):
     run_dir = tmp_path / "run"
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
     for k in [k for k in env if k.startswith("SLURM_")] + ["OMP_NUM_THREADS"]:
         env.pop(k, None)  # not a SLURM job (no requeue); the script picks the thread count
     log = (tmp_path / "out.log").open("w")
-    p = subprocess.Popen([script, "configs/sample_cpu.yaml", "2", *_overrides(sample_shards, run_dir)],
+    p = subprocess.Popen([script, "configs/sample_cpu.yaml", "2", *_overrides(small_vocab_shards, run_dir)],
                          cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
@@ -116,14 +117,14 @@ def _ranks(p: subprocess.Popen) -> list[psutil.Process]:
 
 
 @pytest.mark.timeout(300)
-def test_sigusr1_while_the_ranks_start_is_honoured(sample_shards, tmp_path):
+def test_sigusr1_while_the_ranks_start_is_honoured(small_vocab_shards, tmp_path):
     """SLURM's warning may come at any moment: here as soon as the ranks exist, while they are
     still importing. They inherit the signal blocked, not ignored, and act on it at step 1."""
     run_dir = tmp_path / "run"
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
     for k in [k for k in env if k.startswith("SLURM_")] + ["OMP_NUM_THREADS"]:
         env.pop(k, None)
-    overrides = [o.replace("train.max_steps=200", "train.max_steps=30") for o in _overrides(sample_shards, run_dir)]
+    overrides = [o.replace("train.max_steps=200", "train.max_steps=30") for o in _overrides(small_vocab_shards, run_dir)]
     log = (tmp_path / "out.log").open("w")
     p = subprocess.Popen(["launch/single_node.sh", "configs/sample_cpu.yaml", "2", *overrides],
                          cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
