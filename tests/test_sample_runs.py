@@ -18,7 +18,7 @@ import pytest
 
 from testutil import BIN, REPO
 
-# 280 s for the recipe at load 1 (docs/benchmarks.md); the limit leaves room for a machine many times busier.
+# 185 s for the recipe alone at load 1 (docs/benchmarks.md); the limit leaves room for a machine many times busier.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 PREPARE = "gpt-dist prepare --sample --output data/sample"

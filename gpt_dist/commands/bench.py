@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if _rank() == 0:
         print(json.dumps(result, indent=2) if args.json else _format(result))
     if not had_group:  # --zero-stage started one
-        _leave_process_group()
+        from gpt_dist.engine.distributed import leave_distributed
+
+        leave_distributed()
     return 0
 
 
@@ -87,15 +89,6 @@ def _measure(args: argparse.Namespace) -> dict:
         result["loader"] = loader
     return result
 
-
-def _leave_process_group() -> None:
-    """Every rank waits for rank 0's output, then the process group is torn down before the
-    interpreter exits (left to exit-time destructors, a gloo rank can abort after its work)."""
-    import torch
-
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
 
 
 def _rank() -> int:

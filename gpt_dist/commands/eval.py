@@ -54,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         print(json.dumps(result, indent=2) if args.json else _format(result))
     if not had_group:
-        _leave_process_group()
+        from gpt_dist.engine.distributed import leave_distributed
+
+        leave_distributed()
     return 0
 
 
@@ -89,16 +91,6 @@ def _distributed():
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     return 0, 1, device
 
-
-def _leave_process_group() -> None:
-    """Every rank waits for rank 0's output, then the process group this command started is torn
-    down before the interpreter exits (left to exit-time destructors, a gloo rank can abort with
-    "terminate called without an active exception" after its work is done)."""
-    import torch
-
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
 
 
 def _eval_data(args, source, rank: int, world: int, device) -> dict:

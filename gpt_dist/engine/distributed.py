@@ -85,6 +85,21 @@ def init_distributed() -> DistInfo:
     )
 
 
+def leave_distributed() -> None:
+    """Tear down the process group a command started (bench, eval): every rank waits for the
+    others (rank 0's output is written), then DeepSpeed's own teardown, which also drops the
+    groups DeepSpeed cached from it. torch's destroy_process_group alone leaves those behind, and
+    the next engine built in this process (a training run after `gpt-dist bench --zero-stage` in
+    the same interpreter) fails on them ("Group ... is not registered"). Left to exit-time
+    destructors instead, a gloo rank can abort with "terminate called without an active
+    exception" after its work is done."""
+    if torch.distributed.is_initialized():
+        import deepspeed.comm
+
+        torch.distributed.barrier()
+        deepspeed.comm.destroy_process_group()
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """The sum of `t` over all ranks (a copy; `t` itself is left as it is). A world of one
     still calls the collective (it costs nothing there), so it behaves as on many ranks."""

@@ -74,6 +74,12 @@ def test_readme_zero_stage_times_the_deepspeed_engine(capsys):
     assert r["zero_stage"] == 2 and r["world_size"] == 1
     for key in POSITIVE:
         assert r[key] > 0, key
+    # The group it started is torn down with DeepSpeed's cached copies of it: the next engine
+    # built in this process (another bench, a training run) does not find a dead group.
+    import torch
+
+    assert not torch.distributed.is_initialized()
+    assert run_json(BENCH_ZERO, capsys)["world_size"] == 1
 
 
 def test_readme_loader_alone(bench_workspace, monkeypatch, capsys):
