@@ -1,23 +1,31 @@
 """A llama-family run (grouped-query attention) under ZeRO-3 on 2 gloo ranks: it trains,
 resumes on another world size, and both its 2-rank and 1-rank checkpoints convert to a
-LlamaForCausalLM whose loss in transformers equals `gpt-dist eval`'s."""
+LlamaForCausalLM whose loss in transformers equals `gpt-dist eval`'s.
+
+The two uninterrupted 2-rank runs (AdamW, Muon) share one launch; the resumes start from a copy
+of their step 2. Only the exact resume needs 2 ranks of its own (a second launch); the 1-rank
+resumes and `gpt-dist eval` run in this process, a world of one that did not train them."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt_dist.checkpoint.layout import latest_complete_tag
+from gpt_dist.checkpoint.layout import complete_tags
+from gpt_dist.cli import main
+from gpt_dist.config import load_config
 from gpt_dist.conversion.hf_export import export_hf
 from gpt_dist.data.shards import read_manifest
+from gpt_dist.engine.trainer import train
 from gpt_dist.evaluation.lm_loss import every_sequence
-from testutil import BIN, REPO
+
+from engine_runs import Run, base_overrides
+from test_training import launch_runs, stopped_at
+from testutil import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -42,70 +50,88 @@ def hf_loss(hf_dir, val_dir) -> float:
     return total / tokens
 
 
-def eval_loss(ckpt, val_dir) -> float:
-    cmd = [str(BIN / "gpt-dist"), "eval", "--model", str(ckpt), "--data", str(val_dir),
-           "--micro-batch", "4", "--batches", str(EVAL_BATCHES), "--json"]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert p.returncode == 0, p.stderr[-3000:]
-    return json.loads(p.stdout)["loss"]
+def eval_loss(ckpt, val_dir, capsys) -> float:
+    """`gpt-dist eval`'s loss of `ckpt`, the command run in this process (a world of one)."""
+    capsys.readouterr()
+    assert main(["eval", "--model", str(ckpt), "--data", str(val_dir), "--micro-batch", "4",
+                 "--batches", str(EVAL_BATCHES), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["loss"]
 
-
-def test_llama_zero3_trains_resumes_on_another_world_size_and_converts(run_train, sample_shards, tmp_path, monkeypatch):
-    ref = run_train(tmp_path / "ref", world=1, overrides=LLAMA)
-    assert ref.returncode == 0, ref.output[-3000:]
-    losses = ref.losses()
-    assert losses[STEPS] < losses[1]
-
-    first = run_train(tmp_path / "run", overrides=LLAMA + ["train.exit_after_steps=2"])
-    assert first.returncode == 0, first.output[-3000:]
-    assert latest_complete_tag(tmp_path / "run" / "ckpt") == "step_00000002"
-    second = run_train(tmp_path / "run", world=1, overrides=LLAMA)
-    assert second.returncode == 0, second.output[-3000:]
-    resumed = [e for e in second.events() if e["event"] == "resumed"]
-    assert resumed and resumed[0]["world_size"] == 1
-    for step in range(1, STEPS + 1):  # same samples and state; only the gradient sums' order differs
-        got = first.losses()[step] if step <= 2 else second.losses()[step]
-        assert got == pytest.approx(losses[step], abs=1e-5), step
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for ckpt, world in ((tmp_path / "run" / "ckpt" / "step_00000002", 2), (tmp_path / "ref" / "ckpt" / "step_00000004", 1)):
-        meta = json.loads((ckpt / "gpt_dist.json").read_text())
-        assert (meta["zero_stage"], meta["world_size"]) == (3, world)
-        out = export_hf(ckpt, tmp_path / f"hf_{world}")
-        assert json.loads((out / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
-        assert hf_loss(out, sample_shards / "val") == pytest.approx(eval_loss(ckpt, sample_shards / "val"), abs=1e-5)
 
 MUON = LLAMA + ["train.optimizer=muon", "train.grad_clip=0", "train.schedule=wsd", "train.decay_fraction=0.5"]
 
 
-def test_llama_zero3_with_muon_and_wsd_resumes_exactly_and_converts(run_train, sample_shards, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def references(sample_shards, tmp_path_factory) -> dict[str, Run]:
+    """The uninterrupted 2-rank runs, "adamw" (LLAMA) and "muon" (MUON), one after the other in
+    one launch (train_runs.py). Each saves step 2 and step 4: the runs the tests resume start
+    from a copy of its step 2, which is what a run stopped there saves (the cadence's checkpoint
+    and the exit's are one)."""
+    root = tmp_path_factory.mktemp("llama_refs")
+    return launch_runs(2, {"adamw": (root / "adamw", LLAMA), "muon": (root / "muon", MUON)}, sample_shards, root)
+
+
+def resumed_in_process(run_dir: Path, shards: Path, overrides: list[str]) -> Run:
+    """`train()` in this process, a world of one, in `run_dir` (which holds the checkpoint to resume)."""
+    cfg = load_config([REPO / "configs/sample_cpu.yaml"], base_overrides(shards, run_dir) + overrides)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the other xdist worker has the other core
+    try:
+        train(cfg)
+    finally:
+        torch.set_num_threads(before)
+    return Run(0, "", run_dir)
+
+
+def test_llama_zero3_trains_resumes_on_another_world_size_and_converts(references, sample_shards, tmp_path, capsys,
+                                                                        monkeypatch):
+    ref = references["adamw"]
+    losses = ref.losses()
+    assert losses[STEPS] < losses[1]
+    assert complete_tags(ref.run_dir / "ckpt") == ["step_00000002", "step_00000004"]
+
+    one_rank = stopped_at(ref, "step_00000002", tmp_path / "one_rank")
+    second = resumed_in_process(one_rank, sample_shards, LLAMA)
+    resumed = [e for e in second.events() if e["event"] == "resumed"]
+    assert resumed and resumed[0]["world_size"] == 1
+    for step in range(3, STEPS + 1):  # same samples and state; only the gradient sums' order differs
+        assert second.losses()[step] == pytest.approx(losses[step], abs=1e-5), step
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for ckpt, world in ((ref.run_dir / "ckpt" / "step_00000002", 2), (one_rank / "ckpt" / "step_00000004", 1)):
+        meta = json.loads((ckpt / "gpt_dist.json").read_text())
+        assert (meta["zero_stage"], meta["world_size"]) == (3, world)
+        out = export_hf(ckpt, tmp_path / f"hf_{world}")
+        assert json.loads((out / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+        ours = eval_loss(ckpt, sample_shards / "val", capsys)
+        assert hf_loss(out, sample_shards / "val") == pytest.approx(ours, abs=1e-5)
+
+
+def test_llama_zero3_with_muon_and_wsd_resumes_exactly_and_converts(references, run_train, sample_shards, tmp_path,
+                                                                      capsys, monkeypatch):
     """The issue's finished state: 2 ranks, ZeRO-3, GQA, Muon, WSD; trains, resumes bit for
     bit, converts to LlamaForCausalLM with the loss `gpt-dist eval` gives. Resumed on 1 rank,
     it continues as the uninterrupted run (fp32 weights, AdamW and Muon state resharded by
     gpt_dist.checkpoint.full_state; only the order of the gradient sums differs)."""
-    ref = run_train(tmp_path / "ref", overrides=MUON)
-    assert ref.returncode == 0, ref.output[-3000:]
+    ref = references["muon"]
     losses = ref.losses()
     assert losses[STEPS] < losses[1]
     lrs = [r["lr"] for r in ref.metrics()]
     assert lrs[1] == lrs[0] > lrs[3]  # stable, then the decay over the last half
+    assert complete_tags(ref.run_dir / "ckpt") == ["step_00000002", "step_00000004"]
 
-    first = run_train(tmp_path / "run", overrides=MUON + ["train.exit_after_steps=2"])
-    assert first.returncode == 0, first.output[-3000:]
-    shutil.copytree(tmp_path / "run", tmp_path / "one_rank")
-    other_world = run_train(tmp_path / "one_rank", world=1, overrides=MUON)
-    assert other_world.returncode == 0, other_world.output[-3000:]
+    second = run_train(stopped_at(ref, "step_00000002", tmp_path / "run"), overrides=MUON)
+    assert second.returncode == 0, second.output[-3000:]
+    assert any(e["event"] == "resumed" for e in second.events())
+    assert [second.losses()[s] for s in (3, 4)] == [losses[s] for s in (3, 4)]  # bitwise, fp32
+    other_world = resumed_in_process(stopped_at(ref, "step_00000002", tmp_path / "one_rank"), sample_shards, MUON)
     resumed = [e for e in other_world.events() if e["event"] == "resumed"]
     assert resumed and resumed[0]["world_size"] == 1
     for step in (3, 4):
         assert other_world.losses()[step] == pytest.approx(losses[step], abs=1e-5), step
-    second = run_train(tmp_path / "run", overrides=MUON)
-    assert second.returncode == 0, second.output[-3000:]
-    assert any(e["event"] == "resumed" for e in second.events())
-    assert [second.losses()[s] for s in (3, 4)] == [losses[s] for s in (3, 4)]  # bitwise, fp32
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ckpt = tmp_path / "run" / "ckpt" / "step_00000004"
     out = export_hf(ckpt, tmp_path / "hf")
-    assert hf_loss(out, sample_shards / "val") == pytest.approx(eval_loss(ckpt, sample_shards / "val"), abs=1e-5)
+    ours = eval_loss(ckpt, sample_shards / "val", capsys)
+    assert hf_loss(out, sample_shards / "val") == pytest.approx(ours, abs=1e-5)
