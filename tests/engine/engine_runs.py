@@ -4,10 +4,13 @@ subprocess, and reading back what the run wrote."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from testutil import BIN, rank_launcher, shard_vocab_overrides
+from testutil import BIN, REPO, rank_launcher, shard_vocab_overrides
 
 
 @dataclass
@@ -47,3 +50,26 @@ def train_cmd(world: int, overrides: list[str], config: str = "configs/sample_cp
     if world == 1:
         return [str(BIN / "gpt-dist"), "train", config, *sets]
     return [*rank_launcher(world), str(BIN / "gpt-dist"), "train", config, *sets]
+
+
+def launch_runs(world: int, runs: dict[str, tuple[Path, list[str]]], shards: Path, folder: Path) -> dict[str, Run]:
+    """`gpt-dist train` in each run dir with its overrides, one run after the other in one launch
+    of `world` ranks (train_runs.py; its runs list is written to `folder`). Every run must exit 0."""
+    argv = [["train", "configs/sample_cpu.yaml",
+             *(x for o in base_overrides(shards, run_dir) + extra for x in ("--set", o))] for run_dir, extra in runs.values()]
+    (folder / f"runs_{world}.json").write_text(json.dumps(argv))
+    cmd = [*rank_launcher(world), str(Path(__file__).with_name("train_runs.py")), str(folder / f"runs_{world}.json")]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=800,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    port = cmd[cmd.index("--master_port") + 1]
+    return {name: Run(p.returncode, p.stdout + p.stderr, run_dir, port) for name, (run_dir, _) in runs.items()}
+
+
+def stopped_at(run: Run, tag: str, run_dir: Path) -> Path:
+    """`run_dir` holding only `tag` of `run`'s checkpoints: the 2-rank run as if it had stopped
+    there (a checkpoint saved on the cadence is the one an exit at that step saves; the exact
+    resume tests resume from one written on exit). A copy, since a resume on another world
+    size writes beside the tag."""
+    shutil.copytree(run.run_dir / "ckpt" / tag, run_dir / "ckpt" / tag)
+    return run_dir

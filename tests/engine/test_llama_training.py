@@ -23,8 +23,7 @@ from gpt_dist.data.shards import read_manifest
 from gpt_dist.engine.trainer import train
 from gpt_dist.evaluation.lm_loss import every_sequence
 
-from engine_runs import Run, base_overrides
-from test_training import launch_runs, stopped_at
+from engine_runs import Run, base_overrides, launch_runs, stopped_at
 from testutil import REPO
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ import torch
 
 from gpt_dist.checkpoint.layout import complete_tags, latest_complete_tag
 
-from engine_runs import Run, base_overrides, train_cmd
-from testutil import REPO, rank_launcher
+from engine_runs import Run, base_overrides, launch_runs, stopped_at, train_cmd
+from testutil import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -81,19 +81,6 @@ def zero_runs(tmp_path_factory, sample_shards):
     runs.shm_left = shm_workspaces({runs[0].port})
     return runs
 
-
-def launch_runs(world: int, runs: dict[str, tuple[Path, list[str]]], shards: Path, folder: Path) -> dict[str, Run]:
-    """`gpt-dist train` in each run dir with its overrides, one run after the other in one launch
-    of `world` ranks (train_runs.py; its runs list is written to `folder`). Every run must exit 0."""
-    argv = [["train", "configs/sample_cpu.yaml",
-             *(x for o in base_overrides(shards, run_dir) + extra for x in ("--set", o))] for run_dir, extra in runs.values()]
-    (folder / f"runs_{world}.json").write_text(json.dumps(argv))
-    cmd = [*rank_launcher(world), str(Path(__file__).with_name("train_runs.py")), str(folder / f"runs_{world}.json")]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=800,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
-    port = cmd[cmd.index("--master_port") + 1]
-    return {name: Run(p.returncode, p.stdout + p.stderr, run_dir, port) for name, (run_dir, _) in runs.items()}
 
 
 @pytest.fixture(scope="module")
@@ -159,14 +146,6 @@ def test_exact_resume_is_bitwise(stage, zero_runs, resumed):
     for step in range(1, STEPS + 1):
         assert got[step] == ref[step], (step, got[step], ref[step])  # bitwise, fp32
 
-
-def stopped_at(run: Run, tag: str, run_dir: Path) -> Path:
-    """`run_dir` holding only `tag` of `run`'s checkpoints: the 2-rank run as if it had stopped
-    there (a checkpoint saved on the cadence is the one an exit at that step saves; the exact
-    resume tests above resume from one written on exit). A copy, since a resume on another world
-    size writes beside the tag."""
-    shutil.copytree(run.run_dir / "ckpt" / tag, run_dir / "ckpt" / tag)
-    return run_dir
 
 
 def test_resume_on_a_different_world_size_keeps_the_data_position(zero_runs, resumed):
