@@ -36,13 +36,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # finish close together; the rest follow in collection order.
 _FOLDER_UNITS = ("benchmark", "checkpoint", "conversion", "data", "evaluation", "finetune", "generation")
 _SLURM_MODULES = ("tests/slurm/", "tests/data/test_prepare_slurm.py")
-_SLOWEST_FIRST = (  # the longest units of a run on a 2-core machine (docs/benchmarks.md, "Test suite")
-    "tests/engine/test_training.py",
+_SLOWEST_FIRST = (  # the longest units of a run on a 2-core machine (docs/benchmarks.md, "Test suite"),
+    # longest first, so that no long one starts last and leaves the other worker idle at the end
     "tests/test_sample_runs.py",
-    "tests/engine/test_llama_training.py",
-    "tests/finetune",
+    "tests/engine/test_training.py",
+    "tests/benchmark",
+    "tests/test_llama_sample.py",
     "tests/conversion",
+    "tests/engine/test_llama_training.py",
     "slurm",
+    "tests/launch/test_launchers.py",
+    "tests/finetune",
+    "tests/test_docs.py",
 )
 
 
