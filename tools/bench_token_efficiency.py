@@ -61,6 +61,11 @@ class Scale:
     vocab_size: int = 4096
     corpus_chars: int | None = None  # None = the whole standard library
     corpus_files: int | None = None
+    prepare_tasks: int = 2  # gpt-dist prepare's executor.tasks
+    # False: the runs start with TORCH_COMPILE_DISABLE=1, so DeepSpeed's Muon runs its
+    # Newton-Schulz step eagerly instead of compiling it first (seconds of inductor work, a
+    # large part of a tiny run); the compiled update is what tests/engine/test_muon.py trains with.
+    torch_compile: bool = True
 
     @property
     def batch_tokens(self) -> int:
@@ -69,7 +74,8 @@ class Scale:
 
 FULL = Scale()
 TINY = Scale(n_layer=2, n_embd=32, n_head=2, seq_len=64, micro_batch_size=4, batch_seqs=4, max_steps=4,
-             eval_every=2, sweep_steps=2, eval_batches=2, vocab_size=512, corpus_chars=200_000, corpus_files=40)
+             eval_every=2, sweep_steps=2, eval_batches=2, vocab_size=512, corpus_chars=200_000, corpus_files=40,
+             prepare_tasks=1, torch_compile=False)
 
 
 def _model(scale: Scale, arch: str, **kw: Any) -> dict[str, Any]:
@@ -164,9 +170,10 @@ def read_curve(metrics: Path) -> list[tuple[float, float]]:
 NICE = 10  # the benchmark shares its machine: it yields the cores to interactive work (--nice)
 
 
-def sh(args: list[str], log: Path, cwd: Path | None = None) -> float:
-    """Run a gpt-dist command under `nice -n NICE`, its output to `log`; seconds taken. Fails loudly."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+def sh(args: list[str], log: Path, cwd: Path | None = None, **env_vars: str) -> float:
+    """Run a gpt-dist command under `nice -n NICE` with `env_vars` added to its environment, its
+    output to `log`; seconds taken. Fails loudly."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), **env_vars)
     cmd = ["nice", "-n", str(NICE), str(BIN / args[0]), *args[1:]]
     t0 = time.time()
     with open(log, "w") as f:
@@ -221,7 +228,7 @@ def build_shards(out: Path, scale: Scale, corpus: Path) -> tuple[Path, Path, dic
             # Source code: English-prose language and quality heuristics would drop most files,
             # and text normalisation would rewrite code.
             "normalize": {"enabled": False}, "language": {"enabled": False}, "quality": {"enabled": False},
-            "minhash": {"enabled": False}, "executor": {"tasks": 2},
+            "minhash": {"enabled": False}, "executor": {"tasks": scale.prepare_tasks},
         }
         (out / "prepare.yaml").write_text(yaml.safe_dump(prep, sort_keys=False))
         seconds["prepare"] = sh(["gpt-dist", "prepare", str(out / "prepare.yaml"), "--overwrite"], out / "prepare.log")
@@ -261,7 +268,8 @@ def train(out: Path, scale: Scale, name: str, spec: dict[str, Any], tok: Path, d
     cfg_path = run_dir.parent / f"{name}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     load_before, started = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    seconds = sh(["gpt-dist", "train", str(cfg_path)], run_dir.parent / f"{name}.log")
+    no_compile = {} if scale.torch_compile else {"TORCH_COMPILE_DISABLE": "1"}
+    seconds = sh(["gpt-dist", "train", str(cfg_path)], run_dir.parent / f"{name}.log", **no_compile)
     curve = read_curve(run_dir / "metrics.jsonl")
     if not curve or curve[-1][0] != steps * scale.batch_tokens:
         raise SystemExit(f"{name}: {run_dir / 'metrics.jsonl'} has no validation row at step {steps}; "
@@ -355,7 +363,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", required=True, type=Path, help="work folder: corpus, tokenizer, shards, runs, report")
     ap.add_argument("--runs", nargs="*", default=None,
                     help="runs to train (default: every one that is not a sweep_ run); `list` prints them")
-    ap.add_argument("--tiny", action="store_true", help="a few steps of a tiny model on a corpus slice (plumbing)")
+    ap.add_argument("--tiny", action="store_true",
+                    help="a few steps of a tiny model on a corpus slice, one prepare task, torch.compile off (plumbing)")
     ap.add_argument("--baseline-lr", type=float, default=BASELINE_LR,
                     help=f"the baseline's peak lr (default {BASELINE_LR:g}; pick it with the sweep_baseline_ runs)")
     ap.add_argument("--nice", type=int, default=NICE, help=f"niceness of the commands (default {NICE})")
