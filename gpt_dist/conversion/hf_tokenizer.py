@@ -32,19 +32,10 @@ PROBE_TEXT = (
 def _backend(tok: Any) -> Any:
     """A `tokenizers.Tokenizer` with the same vocabulary, merges and pre-tokenization as `tok`."""
     if tok.kind == "gpt2":
-        from transformers.convert_slow_tokenizer import TikTokenConverter
+        from tokenizers import Tokenizer
 
-        enc = tok.encoding
-
-        class _FromEncoding(TikTokenConverter):
-            # TikTokenConverter reads a .tiktoken file; ranks come from the live encoding instead
-            # (token bytes -> id via tiktoken's public API), so any GPT-2 source works.
-            def load_tiktoken_bpe(self, _url: Any) -> dict[bytes, int]:
-                return {b: enc.encode_single_token(b) for b in enc.token_byte_values()}
-
-        return _FromEncoding(
-            vocab_file=None, pattern=enc._pat_str, extra_special_tokens=sorted(enc.special_tokens_set)
-        ).converted()
+        # A new object each time (the caller wraps and saves it), from one conversion per process.
+        return Tokenizer.from_str(_gpt2_backend_json(tok.fingerprint, tok.encoding))
     if tok.kind == "bpe":
         from tokenizers import Tokenizer
 
@@ -52,6 +43,28 @@ def _backend(tok: Any) -> Any:
     if tok.kind == "sentencepiece":
         return _sentencepiece_backend(Path(tok.model_path))
     raise CheckpointError(f"tokenizer kind '{tok.kind}' has no Hugging Face export")
+
+
+_GPT2_CONVERTED: dict[str, str] = {}  # fingerprint -> tokenizers JSON, converted once per process
+
+
+def _gpt2_backend_json(fingerprint: str, enc: Any) -> str:
+    """tiktoken's GPT-2 `enc` as a `tokenizers` JSON (its merge list rebuilt from the ranks: about
+    a second), once per process and fingerprint (the sha256 of the vocabulary and settings)."""
+    if fingerprint in _GPT2_CONVERTED:
+        return _GPT2_CONVERTED[fingerprint]
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    class _FromEncoding(TikTokenConverter):
+        # TikTokenConverter reads a .tiktoken file; ranks come from the live encoding instead
+        # (token bytes -> id via tiktoken's public API), so any GPT-2 source works.
+        def load_tiktoken_bpe(self, _url: Any) -> dict[bytes, int]:
+            return {b: enc.encode_single_token(b) for b in enc.token_byte_values()}
+
+    _GPT2_CONVERTED[fingerprint] = _FromEncoding(
+        vocab_file=None, pattern=enc._pat_str, extra_special_tokens=sorted(enc.special_tokens_set)
+    ).converted().to_str()
+    return _GPT2_CONVERTED[fingerprint]
 
 
 def _sentencepiece_backend(model_path: Path) -> Any:
