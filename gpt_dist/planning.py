@@ -23,7 +23,7 @@ from typing import Any
 
 from gpt_dist.config import ConfigError, ModelConfig, merge_layers, read_yaml_mapping, resolve_model_config
 from gpt_dist.errors import UserError
-from gpt_dist.model.cost import flops_per_token, gpu_spec, num_parameters, peak_flops, stored_parameters
+from gpt_dist.model.cost import flops_per_token, gpu_spec, num_parameters, stored_parameters
 from gpt_dist.model.presets import PRESETS
 
 GIB = 2**30

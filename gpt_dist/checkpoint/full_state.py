@@ -302,10 +302,10 @@ def gather_full_state(engine) -> dict[str, dict[str, torch.Tensor]]:
             for key in keys:
                 entry[key] = safe_get_full_optimizer_state(p, key).cpu()
         if MOMENTUM in state and not stage3:
-            mine = {id(p): i for i, p in enumerate(opt.params_in_partition[g])}
+            mine: dict[int, tuple[int, bool]] = {}  # id -> (offset in buf, began on an earlier rank)
             buf, at = state[MOMENTUM], 0
             for i, p in enumerate(opt.params_in_partition[g]):
-                mine[id(p)] = (at, i == 0 and opt.first_offset[g] > 0)  # (offset, began on an earlier rank)
+                mine[id(p)] = (at, i == 0 and opt.first_offset[g] > 0)
                 at += p.numel()
             for p in params:
                 full = torch.zeros(p.numel(), dtype=torch.float32, device=flat.device)

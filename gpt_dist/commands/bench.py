@@ -90,7 +90,6 @@ def _measure(args: argparse.Namespace) -> dict:
     return result
 
 
-
 def _rank() -> int:
     """This process's rank when a launcher started several (then only rank 0 prints)."""
     import torch

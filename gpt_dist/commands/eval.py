@@ -92,7 +92,6 @@ def _distributed():
     return 0, 1, device
 
 
-
 def _eval_data(args, source, rank: int, world: int, device) -> dict:
     import logging
 
